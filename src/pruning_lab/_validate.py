@@ -1,0 +1,46 @@
+"""Argument checks shared by every module: clear ``ValueError``s that name the argument."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def as_tensor(x, name: str, *, dtype: torch.dtype | None = None) -> Tensor:
+    """Return ``x`` as a floating tensor (never the caller's object when converting), checking it is finite."""
+    if isinstance(x, Tensor):
+        t = x
+    else:
+        try:
+            t = torch.as_tensor(x, dtype=dtype or torch.float64)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise ValueError(f"`{name}` must be a tensor or a list of numbers; got {type(x).__name__}") from exc
+    if not t.is_floating_point():
+        t = t.to(dtype or torch.get_default_dtype())
+    if dtype is not None and t.dtype != dtype:
+        t = t.to(dtype)
+    if not torch.isfinite(t).all():
+        raise ValueError(f"`{name}` contains NaN or inf; all entries must be finite")
+    return t
+
+
+def check_sparsity(sparsity: float, name: str = "sparsity") -> float:
+    """Sparsity must be a number in [0, 1)."""
+    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or math.isnan(float(sparsity)):
+        raise ValueError(f"`{name}` must be a number in [0, 1); got {sparsity!r}")
+    if not 0.0 <= float(sparsity) < 1.0:
+        raise ValueError(f"`{name}` must be in [0, 1) (0 = keep everything); got {sparsity!r}")
+    return float(sparsity)
+
+
+def check_same_shape(a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:
+    if a.shape != b.shape:
+        raise ValueError(
+            f"`{name_b}` must have the same shape as `{name_a}`: {tuple(a.shape)}; got {tuple(b.shape)}"
+        )
+
+
+def check_choice(value, name: str, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"`{name}` must be one of {sorted(allowed)!r}; got {value!r}")
