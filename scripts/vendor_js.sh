@@ -4,6 +4,7 @@
 #   _vendor/widgets/embed-amd.js      @jupyter-widgets/html-manager (renders saved widget state)
 #   _vendor/mathjax/...               MathJax 3 (tex-mml-chtml + lazily loaded components + fonts)
 #   _vendor/fontawesome-fix.js        keeps the theme's FontAwesome from replacing widget icons
+#   _vendor/widgets-fix.js            ipywidgets 8 next to MathJax 3; path of the widgets' icon fonts
 # _config.yml points Sphinx at these (html_static_path: ["_vendor"]).
 #
 # Only the npm registry is used (`npm pack`: one tarball per package, no dependency tree).
@@ -13,7 +14,7 @@ set -euo pipefail
 REQUIREJS_VERSION="2.3.7"
 HTML_MANAGER_VERSION="1.0.15"
 MATHJAX_VERSION="3.2.2"
-FAFIX_VERSION="1"
+FIXES_VERSION="2"  # bump whenever the fix scripts written below change
 
 # npm's dist.integrity of each pinned tarball (checked after download).
 REQUIREJS_SHA512="DouTG8T1WanGok6Qjg2SXuCMzszOo0eHeH9hDZ5Y4x8Je+9JB38HdTLT4/VA8OaUhBa0JPVHJ0pyBkM1z+pDsw=="
@@ -23,7 +24,7 @@ MATHJAX_SHA512="Bt+SSVU8eBG27zChVewOicYs7Xsdt40qm4+UpHyX7k0/O9NliPc+x77k1/FEsPsj
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENDOR="$ROOT/_vendor"
 STAMP="$VENDOR/.stamp"
-STAMP_TEXT="requirejs=$REQUIREJS_VERSION html-manager=$HTML_MANAGER_VERSION mathjax=$MATHJAX_VERSION fontawesome-fix=$FAFIX_VERSION"
+STAMP_TEXT="requirejs=$REQUIREJS_VERSION html-manager=$HTML_MANAGER_VERSION mathjax=$MATHJAX_VERSION fixes=$FIXES_VERSION"
 
 # Files whose absence means the vendored tree is broken even if the stamp is there.
 KEY_FILES=(
@@ -32,6 +33,7 @@ KEY_FILES=(
   mathjax/tex-mml-chtml.js
   mathjax/output/chtml/fonts/woff-v2/MathJax_Main-Regular.woff
   fontawesome-fix.js
+  widgets-fix.js
 )
 
 have_all_files() {
@@ -117,13 +119,73 @@ done
 cp "$WORK/mathjax/package/LICENSE" "$NEW/mathjax/LICENSE"
 cp "$WORK/mathjax/package/package.json" "$NEW/mathjax/package.json"
 
-# --- FontAwesome fix ---------------------------------------------------------
+# --- Fix scripts (listed in html_js_files in _config.yml) -------------------------------------------
 # The theme's FontAwesome (SVG+JS) replaces <i class="fa ..."> elements with <svg>; some widgets (Play,
 # icon buttons) keep references to their <i> and then break. "nest" puts the <svg> inside the <i>.
 cat > "$NEW/fontawesome-fix.js" <<'EOF'
 // Written by scripts/vendor_js.sh: make FontAwesome nest its SVG inside <i> instead of replacing it,
 // so ipywidgets that hold on to their <i> icon elements (Play, icon buttons) keep working.
 window.FontAwesomeConfig = Object.assign({}, window.FontAwesomeConfig, {autoReplaceSvg: "nest"});
+EOF
+
+cat > "$NEW/widgets-fix.js" <<'EOF'
+// Written by scripts/vendor_js.sh. Two fixes for the ipywidgets HTML manager (embed-amd.js) in this book.
+(function () {
+  "use strict";
+
+  // 1. ipywidgets 8 typesets widget labels with the MathJax 2 API (MathJax.Hub.Queue) whenever
+  //    window.MathJax exists. MathJax 3 has no Hub, so on a page with both math and a widget that has
+  //    a description the widget throws and never renders. Give every value window.MathJax takes a
+  //    small Hub shim that forwards to MathJax 3's typesetPromise.
+  function addHub(mj) {
+    if (!mj || typeof mj !== "object" || mj.Hub) return;
+    var hub = {
+      Queue: function () {
+        for (var i = 0; i < arguments.length; i++) {
+          var job = arguments[i];
+          if (!Array.isArray(job) || job[0] !== "Typeset") continue;
+          var el = job[2];
+          var m = window.MathJax;
+          if (m && m.startup && m.startup.promise && m.typesetPromise) {
+            m.startup.promise
+              .then(function () { return m.typesetPromise(el ? [el] : undefined); })
+              .catch(function (err) { console.warn("MathJax typeset of a widget failed:", err); });
+          }
+        }
+      }
+    };
+    // Not enumerable: MathJax 3 reads its configuration object and must not see this key.
+    Object.defineProperty(mj, "Hub", {value: hub, enumerable: false, configurable: true, writable: true});
+  }
+  var current = window.MathJax;
+  addHub(current);
+  try {
+    Object.defineProperty(window, "MathJax", {
+      configurable: true,
+      enumerable: true,
+      get: function () { return current; },
+      set: function (value) { current = value; addHub(value); }
+    });
+  } catch (err) {
+    console.warn("widgets-fix.js: could not watch window.MathJax:", err);
+  }
+
+  // 2. embed-amd.js loads its icon fonts relative to the URL requirejs gives its modules, by default
+  //    the page's own folder (.../chapters/@jupyter-widgets/...). Point those modules at the folder the
+  //    fonts were vendored to: _static/widgets/, next to this script.
+  var script = document.currentScript;
+  if (!script || !script.src) return;
+  var widgets = new URL("widgets/", script.src).href.replace(/\/$/, "");
+  var paths = {
+    "@jupyter-widgets/html-manager/dist": widgets,
+    "@jupyter-widgets": widgets
+  };
+  if (window.require && typeof window.require.config === "function") {
+    window.require.config({paths: paths});  // require.js is already loaded
+  } else if (window.require === undefined) {
+    window.require = {paths: paths};        // require.js reads this when it loads
+  }
+})();
 EOF
 
 echo "$STAMP_TEXT" > "$NEW/.stamp"

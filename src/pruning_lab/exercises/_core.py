@@ -266,6 +266,9 @@ def grade(name: str, answer: Any, *, time_limit: float = TIME_LIMIT_S) -> Verdic
     if checker.kind == "function" and not callable(answer):
         return Verdict(name, "fail", f"{title}\n  expected a function, got {_fmt(answer)}; pass the function itself, "
                                      "without calling it: check(name, my_function)")
+    if checker.kind == "value" and (answer is Ellipsis or answer is NotImplemented):
+        return Verdict(name, "not attempted", f"{name}: not attempted yet (the answer is still `...`). "
+                                              "Replace it with your number and run the check again.")
     cases = checker.make_cases()
     for case in cases:
         if checker.kind == "value":

@@ -140,13 +140,14 @@ def _least_hint(case: Case, got) -> str | None:
     if not isinstance(got, int):
         return "return a plain Python int, e.g. int(torch.argmin(s))."
     s = 0.5 * H.diagonal() * w.square()
-    if got == int(torch.argmin(w.abs())) and got != case.expected:
-        return "that is the smallest |w_i|; OBD weighs each w_i**2 by its curvature H_ii."
-    if got == int(torch.argmax(s)):
-        return "that is the MOST damaging weight: take the minimum saliency, not the maximum."
+    hints = []
+    if got == int(torch.argmin(w.abs())):
+        hints.append("that is the smallest |w_i|; OBD weighs each w_i**2 by its curvature H_ii.")
     if got == int(torch.argmin(0.5 * H.sum(dim=1) * w.square())):
-        return "use the diagonal H_ii (torch.diagonal(H)), not a row sum of H."
-    return None
+        hints.append("use the diagonal H_ii (torch.diagonal(H)), not a row sum of H.")
+    if got == int(torch.argmax(s)):
+        hints.append("that is the MOST damaging weight: take the minimum saliency, not the maximum.")
+    return " Or: ".join(hints) or None
 
 
 register(Checker(

@@ -1,0 +1,290 @@
+"""Open the built chapter pages in headless Chromium and check they work offline.
+
+Needs a built book (`make book`, i.e. `_build/html`) and Debian's `chromium`; it builds nothing itself.
+For every page `_build/html/chapters/*.html` it checks that
+  (a) MathJax typeset the mathematics (an `mjx-container` exists, no TeX error),
+  (b) the embedded ipywidgets rendered (at least one), and, when the saved widget state links a slider
+      to a Stack (`ipywidgets.jslink`), that moving the slider with the keyboard changes the Stack child shown,
+  (c) nothing was requested from a host other than the local test server (such requests are blocked),
+      and no local file was missing (HTTP 4xx/5xx),
+  (d) a screenshot is saved to `_build/screenshots/<page>.png`.
+
+Run: `python -m pytest tests/test_browser.py` (marker `browser`).
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import shutil
+import threading
+import time
+import warnings
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+HTML_DIR = ROOT / "_build" / "html"
+CHAPTERS_DIR = HTML_DIR / "chapters"
+SCREENSHOT_DIR = ROOT / "_build" / "screenshots"
+HOST = "127.0.0.1"
+
+# Flags verified with Debian's chromium on this kind of machine (see shared tooling notes). Playwright
+# gives every `launch()` a fresh temporary profile (the equivalent of a fresh --user-data-dir).
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+PAGE_TIMEOUT_MS = 20_000
+
+# Uncaught page errors that are known and harmless: Jupyter Book 1 includes sphinx-thebe's inline config
+# script twice, so the second `const THEBE_JS_URL = ...` throws. Thebe (a live kernel) is not used.
+HARMLESS_PAGE_ERRORS = ("Identifier 'THEBE_JS_URL' has already been declared",)
+
+SLIDER_MODELS = {"IntSliderModel", "FloatSliderModel", "FloatLogSliderModel", "SelectionSliderModel"}
+LINK_MODELS = {"LinkModel", "DirectionalLinkModel"}
+
+
+def _loud_skip(reason: str) -> None:
+    message = f"BROWSER TEST SKIPPED: {reason}"
+    warnings.warn(message, UserWarning, stacklevel=2)
+    pytest.skip(message)
+
+
+def _find_chromium() -> str | None:
+    found = shutil.which("chromium")
+    if found:
+        return found
+    if Path("/usr/bin/chromium").exists():
+        return "/usr/bin/chromium"
+    return None
+
+
+def _chapter_params():
+    """One parameter per built chapter page, or a single sentinel saying why there are none."""
+    if not (HTML_DIR / "index.html").exists():
+        return [pytest.param("<no build>", id="no-build")]
+    pages = sorted(CHAPTERS_DIR.glob("*.html")) if CHAPTERS_DIR.is_dir() else []
+    if not pages:
+        return [pytest.param("<no chapters>", id="no-chapters")]
+    return [pytest.param(p.relative_to(HTML_DIR).as_posix(), id=p.stem) for p in pages]
+
+
+# --------------------------------------------------------------------------------------------- fixtures
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - signature of the base class
+        pass
+
+
+@pytest.fixture(scope="module")
+def site_url():
+    """Serve _build/html on 127.0.0.1 (random free port) in a background thread."""
+    if not (HTML_DIR / "index.html").exists():
+        _loud_skip(f"no built book at {HTML_DIR} (run `make book` first)")
+    handler = functools.partial(_QuietHandler, directory=str(HTML_DIR))
+    server = http.server.ThreadingHTTPServer((HOST, 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="book-http", daemon=True)
+    thread.start()
+    try:
+        yield f"http://{HOST}:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    chromium = _find_chromium()
+    if chromium is None:
+        _loud_skip("no Chromium found (`chromium` on PATH or /usr/bin/chromium); "
+                   "Debian: apt-get install -y chromium. Never run `playwright install`.")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _loud_skip("the `playwright` Python package is not installed (pip install -e '.[test]')")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture()
+def page_and_log(browser, site_url):
+    """A fresh page whose requests to any host but the local server are aborted and recorded."""
+    log = {"external": [], "failed": [], "errors": []}
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, service_workers="block")
+
+    def route(route_obj):
+        url = route_obj.request.url
+        parts = urlsplit(url)
+        if parts.scheme in ("http", "https", "ws", "wss") and parts.hostname != HOST:
+            log["external"].append(url)
+            route_obj.abort()
+        else:
+            route_obj.continue_()
+
+    context.route("**/*", route)
+    page = context.new_page()
+    page.on("response", lambda r: r.status >= 400 and log["failed"].append(f"{r.status} {r.url}"))
+    page.on("requestfailed", lambda r: urlsplit(r.url).hostname == HOST
+            and log["failed"].append(f"{r.failure} {r.url}"))
+    page.on("pageerror", lambda e: str(e) in HARMLESS_PAGE_ERRORS or log["errors"].append(str(e)))
+    try:
+        yield page, log
+    finally:
+        context.close()
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+_WIDGET_VIEWS_RENDERED_JS = """() => {
+  const views = [...document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]')];
+  if (views.length === 0) return false;
+  return views.every(v => {
+    const area = v.nextElementSibling;
+    return area && area.classList.contains('widget-subarea') && area.querySelector('.jupyter-widgets');
+  });
+}"""
+
+# For every Stack on the page: the indices of the children currently displayed.
+_STACK_STATE_JS = """() => [...document.querySelectorAll('.widget-stack')].map(stack =>
+  [...stack.children].map((c, i) => (c.getClientRects().length > 0 ? i : -1)).filter(i => i >= 0))"""
+
+
+def _saved_widget_state(page) -> dict:
+    """Widget models saved in the page (the notebook's widget-state metadata)."""
+    texts = page.eval_on_selector_all(
+        'script[type="application/vnd.jupyter.widget-state+json"]', "els => els.map(e => e.textContent)")
+    state: dict = {}
+    for text in texts:
+        state.update(json.loads(text).get("state", {}))
+    return state
+
+
+def _sliders_linked_to_stacks(state: dict) -> set[str]:
+    """Model ids of sliders that a (js)link connects to a Stack's selected_index."""
+
+    def model_name(ref):
+        model = state.get(str(ref).removeprefix("IPY_MODEL_"), {})
+        return model.get("model_name")
+
+    linked = set()
+    for model in state.values():
+        if model.get("model_name") not in LINK_MODELS:
+            continue
+        ends = [model.get("state", {}).get(k) for k in ("source", "target")]
+        if not all(isinstance(e, list) and len(e) == 2 for e in ends):
+            continue
+        names = [model_name(e[0]) for e in ends]
+        for (ref, attr), name, (other_ref, other_attr), other in zip(ends, names, ends[::-1], names[::-1]):
+            if name in SLIDER_MODELS and attr == "value" and other == "StackModel" \
+                    and other_attr == "selected_index":
+                linked.add(str(ref).removeprefix("IPY_MODEL_"))
+    return linked
+
+
+def _slider_moves_a_stack(page, handle) -> bool:
+    """Press an arrow key on a slider handle; True if some Stack now shows a different child."""
+    before = page.evaluate(_STACK_STATE_JS)
+    now = handle.get_attribute("aria-valuenow")
+    top = handle.get_attribute("aria-valuemax")
+    key = "ArrowLeft" if now is not None and top is not None and float(now) >= float(top) else "ArrowRight"
+    handle.scroll_into_view_if_needed()
+    handle.focus()
+    handle.press(key)
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        if page.evaluate(_STACK_STATE_JS) != before:
+            return True
+        page.wait_for_timeout(50)
+    return False
+
+
+def _report(log: dict) -> str:
+    lines = []
+    if log["external"]:
+        lines.append("requests to non-local hosts (blocked):\n  " + "\n  ".join(sorted(set(log["external"]))))
+    if log["failed"]:
+        lines.append("failed local requests:\n  " + "\n  ".join(sorted(set(log["failed"]))))
+    if log["errors"]:
+        lines.append("uncaught page errors:\n  " + "\n  ".join(log["errors"]))
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ test
+
+
+@pytest.mark.parametrize("rel_path", _chapter_params())
+def test_chapter_page_renders_offline(rel_path, request):
+    if rel_path == "<no build>":
+        _loud_skip(f"no built book at {HTML_DIR} (run `make book` first)")
+    if rel_path == "<no chapters>":
+        pytest.fail(f"the book at {HTML_DIR} was built but has no chapter pages in {CHAPTERS_DIR}")
+
+    site_url = request.getfixturevalue("site_url")
+    page, log = request.getfixturevalue("page_and_log")
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    page.goto(f"{site_url}/{rel_path}", wait_until="load")
+    problems: list[str] = []
+
+    # (a) MathJax typeset the mathematics.
+    try:
+        page.wait_for_function(
+            "() => window.MathJax && MathJax.startup && MathJax.startup.promise"
+            " && document.querySelector('mjx-container')")
+        page.evaluate("() => MathJax.startup.promise")
+    except Exception as exc:  # noqa: BLE001 - reported below with the rest
+        problems.append(f"(a) MathJax did not typeset the page: no mjx-container ({type(exc).__name__})")
+    else:
+        tex_errors = page.eval_on_selector_all("mjx-merror", "els => els.map(e => e.textContent)")
+        if tex_errors:
+            problems.append(f"(a) MathJax reported TeX errors: {tex_errors}")
+
+    # (b) The widgets rendered from the saved state, and sliders linked to a Stack switch it.
+    try:
+        page.wait_for_function(_WIDGET_VIEWS_RENDERED_JS)
+    except Exception as exc:  # noqa: BLE001
+        views = page.locator('script[type="application/vnd.jupyter.widget-view+json"]').count()
+        problems.append(
+            f"(b) widgets did not render ({type(exc).__name__}): {views} embedded widget view(s) on the "
+            "page. Execute the notebook so its widget state is saved (`jupyter execute --inplace`) and "
+            "rebuild.")
+    else:
+        linked = _sliders_linked_to_stacks(_saved_widget_state(page))
+        if linked:
+            handles = page.locator(".widget-slider .noUi-handle")
+            moved = sum(_slider_moves_a_stack(page, handles.nth(i)) for i in range(handles.count()))
+            if moved < len(linked):
+                problems.append(
+                    f"(b) {len(linked)} slider(s) are linked to a Stack, but only {moved} of "
+                    f"{handles.count()} slider(s) on the page changed the Stack child shown")
+
+    # (d) Screenshot (also on failure: it helps to see what went wrong).
+    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+    page.evaluate("() => window.scrollTo(0, 0)")
+    page.screenshot(path=str(SCREENSHOT_DIR / f"{Path(rel_path).stem}.png"), full_page=True)
+
+    # (c) Nothing came from another host, nothing local was missing, no uncaught script error.
+    network = _report(log)
+    if network:
+        problems.append("(c) " + network)
+
+    assert not problems, f"{rel_path}:\n" + "\n".join(problems)
