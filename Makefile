@@ -49,8 +49,7 @@ book: setup vendor
 
 execute: setup
 	$(PY) scripts/notebook_setup.py --write
-	$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
-	    --ExecutePreprocessor.timeout=900 $(NOTEBOOKS)
+	$(VENV)/bin/jupyter execute --inplace --timeout=900 $(NOTEBOOKS)
 
 # --- tests ---------------------------------------------------------------------------------------------------
 test-unit: setup

@@ -4,7 +4,7 @@
 #   _vendor/widgets/embed-amd.js      @jupyter-widgets/html-manager (renders saved widget state)
 #   _vendor/mathjax/...               MathJax 3 (tex-mml-chtml + lazily loaded components + fonts)
 #   _vendor/fontawesome-fix.js        keeps the theme's FontAwesome from replacing widget icons
-#   _vendor/widgets-fix.js            ipywidgets 8 next to MathJax 3; path of the widgets' icon fonts
+#   _vendor/widgets/widgets-fix.js    ipywidgets 8 next to MathJax 3; path of the widgets' icon fonts
 # _config.yml points Sphinx at these (html_static_path: ["_vendor"]).
 #
 # Only the npm registry is used (`npm pack`: one tarball per package, no dependency tree).
@@ -14,7 +14,7 @@ set -euo pipefail
 REQUIREJS_VERSION="2.3.7"
 HTML_MANAGER_VERSION="1.0.15"
 MATHJAX_VERSION="3.2.2"
-FIXES_VERSION="2"  # bump whenever the fix scripts written below change
+FIXES_VERSION="3"  # bump whenever the fix scripts written below change
 
 # npm's dist.integrity of each pinned tarball (checked after download).
 REQUIREJS_SHA512="DouTG8T1WanGok6Qjg2SXuCMzszOo0eHeH9hDZ5Y4x8Je+9JB38HdTLT4/VA8OaUhBa0JPVHJ0pyBkM1z+pDsw=="
@@ -33,7 +33,7 @@ KEY_FILES=(
   mathjax/tex-mml-chtml.js
   mathjax/output/chtml/fonts/woff-v2/MathJax_Main-Regular.woff
   fontawesome-fix.js
-  widgets-fix.js
+  widgets/widgets-fix.js
 )
 
 have_all_files() {
@@ -95,7 +95,7 @@ cp "$WORK/requirejs/package/require.js" "$NEW/widgets/require.js" \
 HM_DIST="$WORK/html-manager/package/dist"
 [[ -f "$HM_DIST/embed-amd.js" ]] || die "html-manager tarball has no dist/embed-amd.js"
 cp "$HM_DIST/embed-amd.js" "$NEW/widgets/embed-amd.js"
-# Font files (FontAwesome) that embed-amd.js loads relative to its own URL.
+# FontAwesome 4 font files that embed-amd.js loads relative to its modules' URL (see widgets-fix.js).
 shopt -s nullglob
 for f in "$HM_DIST"/*.woff "$HM_DIST"/*.woff2 "$HM_DIST"/*.ttf "$HM_DIST"/*.eot "$HM_DIST"/*.svg; do
   cp "$f" "$NEW/widgets/"
@@ -119,7 +119,7 @@ done
 cp "$WORK/mathjax/package/LICENSE" "$NEW/mathjax/LICENSE"
 cp "$WORK/mathjax/package/package.json" "$NEW/mathjax/package.json"
 
-# --- Fix scripts (listed in html_js_files in _config.yml) -------------------------------------------
+# --- Fix scripts (loaded through _config.yml: html_js_files and nb_ipywidgets_js) -------------------
 # The theme's FontAwesome (SVG+JS) replaces <i class="fa ..."> elements with <svg>; some widgets (Play,
 # icon buttons) keep references to their <i> and then break. "nest" puts the <svg> inside the <i>.
 cat > "$NEW/fontawesome-fix.js" <<'EOF'
@@ -128,8 +128,9 @@ cat > "$NEW/fontawesome-fix.js" <<'EOF'
 window.FontAwesomeConfig = Object.assign({}, window.FontAwesomeConfig, {autoReplaceSvg: "nest"});
 EOF
 
-cat > "$NEW/widgets-fix.js" <<'EOF'
-// Written by scripts/vendor_js.sh. Two fixes for the ipywidgets HTML manager (embed-amd.js) in this book.
+cat > "$NEW/widgets/widgets-fix.js" <<'EOF'
+// Written by scripts/vendor_js.sh. Two fixes for the ipywidgets HTML manager in this book. Loaded on pages
+// with widgets only, between require.js and embed-amd.js (nb_ipywidgets_js in _config.yml).
 (function () {
   "use strict";
 
@@ -171,11 +172,12 @@ cat > "$NEW/widgets-fix.js" <<'EOF'
   }
 
   // 2. embed-amd.js loads its icon fonts relative to the URL requirejs gives its modules, by default
-  //    the page's own folder (.../chapters/@jupyter-widgets/...). Point those modules at the folder the
-  //    fonts were vendored to: _static/widgets/, next to this script.
+  //    the page's own folder (.../chapters/@jupyter-widgets/...), and it maps its modules as soon as it
+  //    runs. So before it runs, point those modules at the folder the fonts were vendored to:
+  //    _static/widgets/, this script's own folder.
   var script = document.currentScript;
   if (!script || !script.src) return;
-  var widgets = new URL("widgets/", script.src).href.replace(/\/$/, "");
+  var widgets = new URL(".", script.src).href.replace(/\/$/, "");
   var paths = {
     "@jupyter-widgets/html-manager/dist": widgets,
     "@jupyter-widgets": widgets
