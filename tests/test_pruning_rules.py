@@ -1,0 +1,186 @@
+"""Per-matrix pruning rules: SparseGPT equals sequential OBS; exact sparsity; N:M validity; bad input."""
+import pytest
+import torch
+
+from pruning_lab.magnitude import global_magnitude_masks, magnitude_prune, random_prune
+from pruning_lab.nm import check_nm, nm_mask, parse_pattern
+from pruning_lab.sparsegpt import HessianAccumulator, hessian_from_inputs, inverse_hessian_factor, sparsegpt_prune
+from pruning_lab.wanda import InputNormAccumulator, wanda_prune, wanda_scores
+
+
+def _layer(d_out, d_in, tokens, seed, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(d_out, d_in, generator=g, dtype=dtype)
+    X = torch.randn(tokens, d_in, generator=g, dtype=dtype) @ torch.randn(d_in, d_in, generator=g, dtype=dtype)
+    return W, X
+
+
+def naive_sequential_obs(W, H, prune, percdamp=0.01):
+    """Row by row, column by column: OBS with the full inverse, downdated after every visited column."""
+    d_out, d_in = W.shape
+    H = H.clone()
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1
+    H += percdamp * torch.diag(H).mean() * torch.eye(d_in, dtype=H.dtype)
+    out = W.clone()
+    out[:, dead] = 0
+    for r in range(d_out):
+        w = out[r].clone()
+        Hinv = torch.linalg.inv(H)
+        for j in range(d_in):
+            if prune[r, j]:
+                w = w - w[j] / Hinv[j, j] * Hinv[:, j]  # OBS update: w_j becomes 0
+                w[j] = 0.0
+            Hinv = Hinv - torch.outer(Hinv[:, j], Hinv[j, :]) / Hinv[j, j]  # column j is frozen from now on
+        out[r] = w
+    return out
+
+
+@pytest.mark.parametrize("d_out, d_in, blocksize, nm", [(6, 16, 4, None), (5, 24, 8, None), (4, 16, 8, (2, 4)),
+                                                        (3, 32, 128, (4, 8)), (7, 20, 128, None)])
+def test_sparsegpt_equals_naive_sequential_obs(d_out, d_in, blocksize, nm):
+    W, X = _layer(d_out, d_in, 64, seed=d_in)
+    H = X.T @ X
+    kw = {"n": nm[0], "m": nm[1]} if nm else {}
+    out = sparsegpt_prune(W, H, 0.5, blocksize=blocksize, **kw)
+    ref = naive_sequential_obs(W, H, prune=(out == 0))
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
+    if nm:
+        assert check_nm(out, *nm)
+    else:
+        assert int((out == 0).sum()) == sum(int(d_out * (min(i + blocksize, d_in) - i) * 0.5)
+                                            for i in range(0, d_in, blocksize))
+
+
+def test_cholesky_rows_are_the_downdated_inverses():
+    _, X = _layer(1, 6, 40, seed=3)
+    H = 2 * X.T @ X
+    U, _ = inverse_hessian_factor(H, percdamp=0.0)
+    Hinv = torch.linalg.inv(H)
+    for j in range(6):
+        row = Hinv[j, j:] / Hinv[j, j].sqrt()
+        torch.testing.assert_close(U[j, j:], row)
+        Hinv = Hinv - torch.outer(Hinv[:, j], Hinv[j, :]) / Hinv[j, j]
+
+
+def test_on_the_layer_objective_sparsegpt_beats_wanda_beats_magnitude():
+    W, X = _layer(32, 64, 512, seed=1, dtype=torch.float32)
+    X = X * torch.logspace(-1, 1, 64)[torch.randperm(64, generator=torch.Generator().manual_seed(0))]  # outliers
+    H = hessian_from_inputs(X)
+    err = lambda Wp: ((W - Wp) @ X.T).square().sum().item()  # noqa: E731
+    assert err(sparsegpt_prune(W, H, 0.5)) < err(wanda_prune(W, X.square().sum(0), 0.5))
+    assert err(wanda_prune(W, X.square().sum(0), 0.5)) < err(magnitude_prune(W, 0.5))
+
+
+def test_sparsegpt_dead_inputs_scale_invariance_and_purity():
+    W, X = _layer(4, 16, 64, seed=2, dtype=torch.float32)
+    X[:, 3] = 0
+    H = hessian_from_inputs(X)
+    Wc, Hc = W.clone(), H.clone()
+    out = sparsegpt_prune(W, H, 0.5, blocksize=8)
+    assert (out[:, 3] == 0).all() and torch.equal(W, Wc) and torch.equal(H, Hc)
+    torch.testing.assert_close(sparsegpt_prune(W, 7.0 * H, 0.5, blocksize=8), out, rtol=1e-4, atol=1e-5)
+    assert out.dtype == W.dtype
+
+
+def test_accumulators_match_direct_formulas():
+    _, X = _layer(1, 8, 50, seed=4, dtype=torch.float32)
+    acc, nacc = HessianAccumulator(8), InputNormAccumulator(8)
+    for chunk in X.split(7):
+        acc.add_batch(chunk.reshape(1, -1, 8))
+        nacc.add_batch(chunk)
+    torch.testing.assert_close(acc.hessian, hessian_from_inputs(X), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(nacc.sq_norms, X.square().sum(0))
+    assert acc.nsamples == nacc.ntokens == 50
+    with pytest.raises(ValueError, match="x"):
+        acc.add_batch(torch.ones(3, 5))
+    with pytest.raises(ValueError, match="x"):
+        nacc.add_batch(torch.full((2, 8), float("nan")))
+
+
+def test_wanda_matches_the_papers_worked_problem():
+    # Chapter 5 worked problem: scores [0.8, 1.0, 0.75, 0.6, 1.0, 0.48]; at 50% prune w6, w4, w3
+    W = torch.tensor([[0.8, 0.05, 1.5, 0.3, 0.01, 0.6]], dtype=torch.float64)
+    norms = torch.tensor([1, 20, 0.5, 2, 100, 0.8], dtype=torch.float64)
+    torch.testing.assert_close(wanda_scores(W, norms**2)[0].double(),
+                               torch.tensor([0.8, 1.0, 0.75, 0.6, 1.0, 0.48], dtype=torch.float64))
+    out = wanda_prune(W, norms**2, 0.5)
+    assert (out[0] == 0).nonzero().flatten().tolist() == [2, 3, 5]
+
+
+@pytest.mark.parametrize("fn", ["magnitude", "random", "wanda", "sparsegpt"])
+@pytest.mark.parametrize("sparsity", [0.0, 0.3, 0.5, 0.9])
+def test_exact_sparsity(fn, sparsity):
+    W, X = _layer(16, 32, 64, seed=5, dtype=torch.float32)
+    out = {"magnitude": lambda: magnitude_prune(W, sparsity),
+           "random": lambda: random_prune(W, sparsity, generator=torch.Generator().manual_seed(0)),
+           "wanda": lambda: wanda_prune(W, X.square().sum(0), sparsity),
+           "sparsegpt": lambda: sparsegpt_prune(W, hessian_from_inputs(X), sparsity, blocksize=32)}[fn]()
+    zeros = (out == 0)
+    if fn in ("wanda", "sparsegpt"):
+        assert (zeros.sum(1) == int(32 * sparsity)).all() if fn == "wanda" else zeros.sum() == int(512 * sparsity)
+    else:
+        assert zeros.sum() == int(512 * sparsity)
+
+
+@pytest.mark.parametrize("fn", ["magnitude", "random", "wanda", "sparsegpt"])
+@pytest.mark.parametrize("n, m", [(2, 4), (4, 8), (1, 4)])
+def test_nm_patterns(fn, n, m):
+    W, X = _layer(8, 32, 64, seed=6, dtype=torch.float32)
+    out = {"magnitude": lambda: magnitude_prune(W, n=n, m=m),
+           "random": lambda: random_prune(W, n=n, m=m, generator=torch.Generator().manual_seed(0)),
+           "wanda": lambda: wanda_prune(W, X.square().sum(0), n=n, m=m),
+           "sparsegpt": lambda: sparsegpt_prune(W, hessian_from_inputs(X), n=n, m=m, blocksize=32)}[fn]()
+    assert check_nm(out, n, m)
+    assert ((out.reshape(8, -1, m) == 0).sum(-1) == m - n).all()
+
+
+def test_nm_is_along_the_input_dimension_and_ties_are_by_index():
+    s = torch.tensor([[1.0, 1.0, 1.0, 1.0, 4.0, 3.0, 2.0, 1.0]])
+    assert nm_mask(s, 2, 4).tolist() == [[False, False, True, True, True, True, False, False]]
+    assert not check_nm(torch.tensor([[1.0, 1.0, 1.0, 0.0]]), 2, 4)
+    assert parse_pattern("2:4") == (2, 4) and parse_pattern("unstructured") is None
+
+
+def test_global_magnitude_exact_count_with_ties():
+    a = torch.tensor([[0.1, 0.5], [0.5, 0.9]])
+    b = torch.tensor([[0.5, 0.2, 2.0]])
+    masks = global_magnitude_masks([a, b], 0.5)  # 7 weights -> prune 3: 0.1, 0.2 and the first 0.5
+    assert sum(int((~mk).sum()) for mk in masks) == 3
+    assert (~masks[0]).tolist() == [[True, True], [False, False]] and (~masks[1]).tolist() == [[False, True, False]]
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: sparsegpt_prune(torch.ones(2, 4), torch.eye(3)), "hessian"),
+        (lambda: sparsegpt_prune(torch.ones(2, 4), torch.eye(4), 1.0), "sparsity"),
+        (lambda: sparsegpt_prune(torch.ones(2, 6), torch.eye(6), n=2, m=4), "m"),
+        (lambda: sparsegpt_prune(torch.ones(2, 8), torch.eye(8), n=5, m=4), "n"),
+        (lambda: sparsegpt_prune(torch.ones(2, 8), torch.eye(8), blocksize=0), "blocksize"),
+        (lambda: sparsegpt_prune(torch.ones(2, 8), torch.eye(8), n=2, m=4, blocksize=6), "blocksize"),
+        (lambda: sparsegpt_prune(torch.ones(2, 4), torch.eye(4), percdamp=-1), "percdamp"),
+        (lambda: sparsegpt_prune(torch.ones(2, 4) * float("nan"), torch.eye(4)), "weight"),
+        (lambda: wanda_prune(torch.ones(2, 4), torch.ones(3)), "input_sq_norms"),
+        (lambda: wanda_prune(torch.ones(2, 4), -torch.ones(4)), "input_sq_norms"),
+        (lambda: wanda_prune(torch.ones(2, 4), torch.ones(4), -0.5), "sparsity"),
+        (lambda: magnitude_prune(torch.ones(4), 0.5), "weight"),
+        (lambda: magnitude_prune(torch.ones(2, 4), n=2), "n"),
+        (lambda: random_prune(torch.ones(2, 4), 1.2), "sparsity"),
+        (lambda: parse_pattern("3:2"), "n"),
+        (lambda: parse_pattern("half"), "pattern"),
+        (lambda: global_magnitude_masks([], 0.5), "weights"),
+        (lambda: hessian_from_inputs(torch.ones(0, 3)), "x"),
+    ],
+)
+def test_bad_input(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_singular_hessian_gets_more_dampening_with_a_warning():
+    H = torch.zeros(4, 4)
+    H[0, 0] = 1.0
+    H[1, 1] = -1.0  # not positive semi-definite
+    with pytest.warns(RuntimeWarning, match="dampening"):
+        inverse_hessian_factor(H, percdamp=0.01)
