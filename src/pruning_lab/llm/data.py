@@ -1,0 +1,291 @@
+"""Text for calibration and evaluation: an embedded corpus offline, C4 and WikiText-2 online (Chapters 1, 4, 5).
+
+**Embedded corpus** (on every Python, no download). Three kinds of real text ship with CPython itself:
+
+- prose: the reference documentation topics in ``pydoc_data.topics`` (what ``help('if')`` prints), one document
+  per topic;
+- code: the source of 23 pure-Python standard-library modules (``argparse.py``, ``difflib.py``, ...), one document
+  per file;
+- legal text: the CPython ``LICENSE.txt`` installed next to the standard library (skipped if a distribution
+  removed it).
+
+The reference topics repeat themselves (``if`` and ``else`` are the same text; ``compound`` contains the sections
+of ``if``, ``while``, ``class``...), so paragraphs (blocks separated by blank lines) of at least
+``MIN_DEDUP_CHARS`` characters are kept only at their first occurrence, visiting documents in sorted name order:
+no such paragraph appears twice in the corpus, hence never in both splits.
+
+Every document goes to exactly one split, decided by a hash of its name: ``sha256("kind:name") mod 4 == 0`` sends
+it to **evaluation**, anything else to **calibration** (about 3:1). A hash of the *name* keeps a document in the
+same split on every Python version, even when other documents are added or removed; the splits share no text.
+Inside a split, documents are ordered by that hash (mixing prose, code and licence text) and joined with blank
+lines. The texts differ slightly between Python versions, so :func:`embedded_text` reports a sha256 checksum:
+compare checksums before comparing perplexities.
+
+**Online** (the papers' protocol): calibration = 128 random 2048-token windows of C4 (``allenai/c4``, first
+training shard), one window per randomly drawn document long enough to hold it; evaluation = the WikiText-2 raw
+test split joined with ``"\\n\\n"``, tokenized once. These need ``pip install datasets`` and internet; ``datasets``
+is imported only when they are used.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import re
+import sysconfig
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "EmbeddedText",
+    "embedded_text",
+    "embedded_tokens",
+    "sample_windows",
+    "calibration_windows",
+    "eval_tokens",
+    "c4_calibration",
+    "wikitext2_tokens",
+    "STDLIB_FILES",
+]
+
+#: Standard-library files used as the code part of the corpus (pure Python on 3.9-3.13; missing ones are skipped).
+STDLIB_FILES = (
+    "argparse", "bisect", "calendar", "colorsys", "contextlib", "copy", "csv", "dataclasses", "difflib",
+    "fnmatch", "fractions", "functools", "graphlib", "heapq", "numbers", "pprint", "queue", "random", "sched",
+    "shlex", "statistics", "string", "textwrap",
+)
+EVAL_EVERY = 4  # one document in EVAL_EVERY (by name hash) goes to the evaluation split
+MIN_DEDUP_CHARS = 40  # repeated paragraphs at least this long are kept once
+_PARAGRAPH = re.compile(r"\n[ \t]*\n")
+
+
+@dataclass(frozen=True)
+class EmbeddedText:
+    """The embedded corpus, split: ``calibration`` and ``evaluation`` strings, their ``sha256`` (Chapter 1).
+
+    ``documents`` maps ``"kind:name"`` to ``"calibration"`` or ``"evaluation"``; ``python_version`` says which
+    CPython the text came from.
+    """
+
+    calibration: str
+    evaluation: str
+    sha256: str
+    python_version: str
+    documents: dict = field(repr=False)
+
+    def summary(self) -> str:
+        kinds: dict[tuple[str, str], int] = {}
+        for key, split in self.documents.items():
+            kind = key.split(":", 1)[0]
+            kinds[(kind, split)] = kinds.get((kind, split), 0) + 1
+        parts = ", ".join(f"{k} {s[:4]}: {n}" for (k, s), n in sorted(kinds.items()))
+        return (
+            f"embedded text (Python {self.python_version}): calibration {len(self.calibration):,} chars, "
+            f"evaluation {len(self.evaluation):,} chars; documents {parts}; sha256 {self.sha256[:16]}"
+        )
+
+
+def _documents() -> dict[str, str]:
+    """``{"kind:name": text}`` for every available document of the embedded corpus."""
+    import pydoc_data.topics
+
+    docs = {f"topic:{k}": v for k, v in sorted(pydoc_data.topics.topics.items())}
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    for name in STDLIB_FILES:
+        for candidate in (stdlib / f"{name}.py", stdlib / name / "__init__.py"):
+            if candidate.is_file():
+                docs[f"code:{name}"] = candidate.read_text(encoding="utf-8")
+                break
+    licence = stdlib / "LICENSE.txt"
+    if licence.is_file():
+        docs["licence:CPython"] = licence.read_text(encoding="utf-8", errors="replace")
+    return docs
+
+
+def _deduplicate(docs: dict[str, str]) -> dict[str, str]:
+    """Drop every paragraph (>= MIN_DEDUP_CHARS) already seen in an earlier document (sorted names); drop
+    documents left empty. Paragraphs are re-joined with one blank line."""
+    seen: set[str] = set()
+    out = {}
+    for key in sorted(docs):
+        kept = []
+        for para in _PARAGRAPH.split(docs[key].strip("\n")):
+            if len(para.strip()) >= MIN_DEDUP_CHARS:
+                if para.strip() in seen:
+                    continue
+                seen.add(para.strip())
+            kept.append(para)
+        body = "\n\n".join(kept).strip("\n")
+        if body.strip():
+            out[key] = body
+    return out
+
+
+def _hash(key: str) -> int:
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
+
+
+_TEXT_CACHE: EmbeddedText | None = None
+
+
+def embedded_text() -> EmbeddedText:
+    """Build the embedded corpus and its calibration/evaluation split (see the module docstring) (Chapter 1).
+
+    Deterministic: the same Python gives the same strings and checksum; ``sha256`` covers both splits
+    (``sha256(calibration + "\\x00" + evaluation)``).
+    """
+    global _TEXT_CACHE
+    if _TEXT_CACHE is None:
+        import platform
+
+        docs = _deduplicate(_documents())
+        order = sorted(docs, key=lambda k: (_hash(k), k))
+        split = {k: ("evaluation" if _hash(k) % EVAL_EVERY == 0 else "calibration") for k in order}
+        calib = "\n\n".join(docs[k] for k in order if split[k] == "calibration")
+        evaluation = "\n\n".join(docs[k] for k in order if split[k] == "evaluation")
+        digest = hashlib.sha256((calib + "\x00" + evaluation).encode()).hexdigest()
+        _TEXT_CACHE = EmbeddedText(calib, evaluation, digest, platform.python_version(), split)
+    return _TEXT_CACHE
+
+
+def _tokenizer_fingerprint(tokenizer) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    blob = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha256(f"{type(tokenizer).__name__}\n{blob}".encode()).hexdigest()[:16]
+
+
+def _encode(tokenizer, text: str) -> Tensor:
+    """All tokens of ``text`` as a 1-D LongTensor (the tokenizer's own special tokens included, as in the
+    reference code's ``tokenizer(text, return_tensors='pt')``)."""
+    ids = tokenizer(text, return_tensors="pt", verbose=False).input_ids  # (1, N)
+    return ids[0].to(torch.long)
+
+
+def embedded_tokens(tokenizer, *, cache: bool = True) -> tuple[Tensor, Tensor]:
+    """``(calibration_tokens, evaluation_tokens)`` of the embedded corpus: two 1-D LongTensors (Chapter 1).
+
+    Each split is tokenized as one string. With ``cache=True`` the tensors are stored in the Pruning Lab cache
+    folder, keyed by the text checksum and a fingerprint of the tokenizer, so later calls skip tokenizing.
+    """
+    text = embedded_text()
+    path = None
+    if cache:
+        from .models import cache_dir
+
+        path = cache_dir() / f"tokens-{text.sha256[:16]}-{_tokenizer_fingerprint(tokenizer)}.pt"
+        if path.is_file():
+            try:
+                saved = torch.load(path, weights_only=True)
+                return saved["calibration"], saved["evaluation"]
+            except Exception:  # a corrupt cache file is rebuilt
+                pass
+    calib, evaluation = _encode(tokenizer, text.calibration), _encode(tokenizer, text.evaluation)
+    if path is not None:
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save({"calibration": calib, "evaluation": evaluation}, tmp)
+        os.replace(tmp, path)
+    return calib, evaluation
+
+
+def _check_positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer; got {value!r}")
+    return value
+
+
+def sample_windows(tokens: Tensor, nsamples: int, seqlen: int, *, seed: int = 0) -> Tensor:
+    """``nsamples`` windows of ``seqlen`` consecutive tokens at seeded random offsets: ``[nsamples, seqlen]``
+    (Chapter 4).
+
+    Offsets are drawn uniformly from ``0 .. len(tokens) - seqlen`` with ``torch.Generator().manual_seed(seed)``,
+    as the reference code draws random windows from C4; windows may overlap each other.
+    """
+    _check_positive_int(nsamples, "nsamples")
+    _check_positive_int(seqlen, "seqlen")
+    if not isinstance(tokens, Tensor) or tokens.dim() != 1 or tokens.is_floating_point():
+        raise ValueError("`tokens` must be a 1-D integer tensor of token ids")
+    if tokens.numel() < seqlen:
+        raise ValueError(f"`seqlen` ({seqlen}) is longer than the text ({tokens.numel()} tokens)")
+    g = torch.Generator().manual_seed(int(seed))
+    starts = torch.randint(0, tokens.numel() - seqlen + 1, (nsamples,), generator=g)  # (nsamples,)
+    idx = starts[:, None] + torch.arange(seqlen)[None, :]  # (nsamples, seqlen)
+    return tokens[idx].clone()
+
+
+def calibration_windows(
+    tokenizer, nsamples: int = 128, seqlen: int = 2048, *, source: str = "embedded", seed: int = 0
+) -> Tensor:
+    """Calibration set for the layer-wise driver: a LongTensor ``[nsamples, seqlen]`` of token ids (Chapter 4).
+
+    ``source="embedded"``: windows drawn (seeded) from the calibration split of the embedded corpus only, never
+    from the evaluation split. ``source="c4"``: the reference protocol (:func:`c4_calibration`, needs internet).
+    """
+    if source == "embedded":
+        calib, _ = embedded_tokens(tokenizer)
+        return sample_windows(calib, nsamples, seqlen, seed=seed)
+    if source == "c4":
+        return c4_calibration(tokenizer, nsamples, seqlen, seed=seed)
+    raise ValueError(f"`source` must be 'embedded' or 'c4'; got {source!r}")
+
+
+def eval_tokens(tokenizer, *, source: str = "embedded") -> Tensor:
+    """Held-out evaluation text as one 1-D LongTensor of token ids, for :func:`~pruning_lab.llm.perplexity`
+    (Chapter 1).
+
+    ``source="embedded"``: the evaluation split of the embedded corpus (disjoint from calibration).
+    ``source="wikitext2"``: the WikiText-2 raw test split joined with blank lines (needs internet).
+    """
+    if source == "embedded":
+        return embedded_tokens(tokenizer)[1]
+    if source == "wikitext2":
+        return wikitext2_tokens(tokenizer)
+    raise ValueError(f"`source` must be 'embedded' or 'wikitext2'; got {source!r}")
+
+
+def _load_dataset(*args, **kwargs):
+    try:
+        import datasets
+    except ImportError as exc:
+        raise ImportError(
+            "C4 and WikiText-2 are loaded with the `datasets` package: pip install datasets "
+            "(and internet access); offline, use source='embedded'"
+        ) from exc
+    return datasets.load_dataset(*args, **kwargs)
+
+
+def c4_calibration(tokenizer, nsamples: int = 128, seqlen: int = 2048, *, seed: int = 0) -> Tensor:
+    """The papers' calibration set: ``nsamples`` random ``seqlen``-token windows of C4, ``[nsamples, seqlen]``
+    (Chapter 4).
+
+    As in the SparseGPT and Wanda reference code: seed Python's ``random``; for each sample draw documents of the
+    first C4 training shard until one has more than ``seqlen`` tokens, then a random window inside it.
+    """
+    _check_positive_int(nsamples, "nsamples")
+    _check_positive_int(seqlen, "seqlen")
+    data = _load_dataset(
+        "allenai/c4", data_files={"train": "en/c4-train.00000-of-01024.json.gz"}, split="train"
+    )
+    rng = random.Random(seed)
+    windows = []
+    for _ in range(nsamples):
+        while True:
+            doc = data[rng.randint(0, len(data) - 1)]["text"]
+            ids = _encode(tokenizer, doc)
+            if ids.numel() > seqlen:
+                break
+        start = rng.randint(0, ids.numel() - seqlen - 1)
+        windows.append(ids[start : start + seqlen])
+    return torch.stack(windows)  # (nsamples, seqlen)
+
+
+def wikitext2_tokens(tokenizer) -> Tensor:
+    """WikiText-2 raw test split, ``"\\n\\n".join(texts)`` tokenized once: a 1-D LongTensor (Chapter 1).
+
+    This is the evaluation text of the SparseGPT and Wanda papers (WikiText-2, not WikiText-103: mixing them up is
+    a classic reason for perplexities that do not match a paper).
+    """
+    test = _load_dataset("wikitext", "wikitext-2-raw-v1", split="test")
+    return _encode(tokenizer, "\n\n".join(test["text"]))

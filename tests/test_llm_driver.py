@@ -1,0 +1,362 @@
+"""The layer-wise driver on tiny random Llama and OPT models (built offline in milliseconds)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+transformers = pytest.importorskip("transformers")
+
+from pruning_lab.llm import check_sparsity, find_decoder_blocks, prunable_linears, prune_model  # noqa: E402
+from pruning_lab.sparsegpt import HessianAccumulator, sparsegpt_prune  # noqa: E402
+from pruning_lab.wanda import InputNormAccumulator, wanda_prune  # noqa: E402
+
+VOCAB = 128
+
+
+def tiny_llama(seed: int = 0, layers: int = 2):
+    torch.manual_seed(seed)
+    cfg = transformers.LlamaConfig(
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+    )
+    return transformers.LlamaForCausalLM(cfg).eval()
+
+
+def tiny_opt(seed: int = 0, layers: int = 2):
+    torch.manual_seed(seed)
+    cfg = transformers.OPTConfig(
+        vocab_size=VOCAB, hidden_size=64, ffn_dim=128, num_hidden_layers=layers, num_attention_heads=4,
+        max_position_embeddings=64, word_embed_proj_dim=64,
+    )
+    return transformers.OPTForCausalLM(cfg).eval()
+
+
+BUILDERS = {"llama": tiny_llama, "opt": tiny_opt}
+
+
+@pytest.fixture(params=sorted(BUILDERS))
+def arch(request):
+    return request.param
+
+
+@pytest.fixture
+def calib():
+    return torch.randint(0, VOCAB, (6, 24), generator=torch.Generator().manual_seed(1))
+
+
+def _expected_zeros(method, w, sparsity, nm):
+    d_out, d_in = w.shape
+    if nm is not None:
+        return d_out * d_in // nm[1] * (nm[1] - nm[0])
+    if method == "wanda":
+        return d_out * int(d_in * sparsity)
+    return int(w.numel() * sparsity)  # per matrix (SparseGPT: one block of <= 128 columns here)
+
+
+@pytest.mark.parametrize("method", ["magnitude", "random", "wanda", "sparsegpt"])
+@pytest.mark.parametrize("pattern", ["unstructured", "2:4", "4:8"])
+def test_exact_sparsity_shapes_finite(arch, method, pattern, calib):
+    model = BUILDERS[arch]()
+    shapes = {k: v.shape for k, v in model.state_dict().items()}
+    nm = None if pattern == "unstructured" else tuple(map(int, pattern.split(":")))
+    report = prune_model(model, method, 0.5, pattern, calib, progress=False)
+    assert {k: v.shape for k, v in model.state_dict().items()} == shapes
+    for name, lin in prunable_linears(model).items():
+        w = lin.weight
+        zeros = int((w == 0).sum())
+        assert zeros == _expected_zeros(method, w, 0.5, nm), name
+        if method == "wanda" and nm is None:  # per output row
+            assert ((w == 0).sum(1) == int(w.shape[1] * 0.5)).all()
+        if nm is not None:  # exactly N kept in every group of M consecutive inputs
+            groups = (w.reshape(w.shape[0], -1, nm[1]) != 0).sum(-1)
+            assert (groups == nm[0]).all(), name
+    assert report["total_sparsity"] == pytest.approx(0.5)
+    assert report["method"] == method and report["pattern"] == pattern
+    assert set(report["layers"]) == set(prunable_linears(model))
+    if nm is not None:
+        assert report["nm_valid"] is True
+    logits = model(input_ids=calib).logits
+    assert torch.isfinite(logits).all()
+
+
+def test_other_sparsities_and_magnitude_global(calib):
+    model = tiny_llama()
+    report = prune_model(model, "wanda", 0.3, calibration=calib, progress=False)
+    for lin in prunable_linears(model).values():
+        assert ((lin.weight == 0).sum(1) == int(lin.weight.shape[1] * 0.3)).all()
+    model = tiny_llama()
+    total = sum(lin.weight.numel() for lin in prunable_linears(model).values())
+    report = prune_model(model, "magnitude_global", 0.6, progress=False)
+    zeros = sum(int((lin.weight == 0).sum()) for lin in prunable_linears(model).values())
+    assert zeros == int(total * 0.6)
+    assert report["total_sparsity"] == pytest.approx(zeros / total)
+    # global threshold: per-layer sparsities differ (different weight scales), unlike per-matrix magnitude
+    assert len({round(v, 3) for v in report["layers"].values()}) > 1
+    model = tiny_llama()
+    prune_model(model, "sparsegpt", 0.0, calibration=calib, progress=False)
+    assert check_sparsity(model)["total"] == 0.0
+
+
+def _capture_block_inputs(block, store):
+    def hook(module, args, kwargs):
+        store.append((args[0] if args else kwargs["hidden_states"]).detach().clone())
+
+    return block.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+def test_recomputed_outputs_come_from_the_pruned_block(arch, method, calib):
+    """What block 1 receives during pruning = block 0's output computed with block 0's PRUNED weights."""
+    model = BUILDERS[arch]()
+    _, blocks = find_decoder_blocks(model)
+    with torch.no_grad():  # block 1's input in the DENSE model
+        dense_in = []
+        h = _capture_block_inputs(blocks[1], dense_in)
+        model(input_ids=calib)
+        h.remove()
+    seen = []
+    h = _capture_block_inputs(blocks[1], seen)
+    prune_model(model, method, 0.5, calibration=calib, progress=False)
+    h.remove()
+    # the driver's first pass through block 1 (statistics; batch_size=1): one call per calibration window
+    during = torch.cat(seen[: calib.shape[0]])  # (nsamples, seqlen, hidden)
+    with torch.no_grad():  # block 1's input in the PRUNED model, by an ordinary forward pass
+        after = []
+        h = _capture_block_inputs(blocks[1], after)
+        model(input_ids=calib)
+        h.remove()
+    torch.testing.assert_close(during, after[0], rtol=1e-5, atol=1e-5)
+    assert (during - dense_in[0]).abs().max() > 1e-3  # and it is not the dense block's output
+
+
+def _layer_inputs(model, block, calib):
+    """Inputs of every linear of ``block`` on the dense model, one calibration window at a time."""
+    inputs: dict[str, list] = {}
+    handles = [
+        lin.register_forward_hook(lambda mod, args, out, name=name: inputs.setdefault(name, []).append(args[0]))
+        for name, lin in block.named_modules() if isinstance(lin, nn.Linear)
+    ]
+    with torch.no_grad():
+        for i in range(calib.shape[0]):
+            model(input_ids=calib[i : i + 1])
+    for h in handles:
+        h.remove()
+    return inputs
+
+
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+@pytest.mark.parametrize("pattern", ["unstructured", "2:4"])
+def test_block0_equals_the_per_matrix_function(arch, method, pattern, calib):
+    """Block 0 of the driver = the library's per-matrix rule on statistics gathered by hand (this also checks
+    that linears sharing an input, q/k/v and gate/up, get the right statistics)."""
+    ref_model = BUILDERS[arch]()
+    _, ref_blocks = find_decoder_blocks(ref_model)
+    inputs = _layer_inputs(ref_model, ref_blocks[0], calib)
+    nm = None if pattern == "unstructured" else (2, 4)
+    expected = {}
+    for name, lin in ref_blocks[0].named_modules():
+        if not isinstance(lin, nn.Linear):
+            continue
+        acc = (HessianAccumulator if method == "sparsegpt" else InputNormAccumulator)(lin.in_features)
+        for x in inputs[name]:
+            acc.add_batch(x)
+        n, m = nm if nm else (None, None)
+        expected[name] = (
+            sparsegpt_prune(lin.weight, acc.hessian, 0.5, n=n, m=m) if method == "sparsegpt"
+            else wanda_prune(lin.weight, acc.sq_norms, 0.5, n=n, m=m)
+        )
+    model = BUILDERS[arch]()
+    prune_model(model, method, 0.5, pattern, calib, progress=False)
+    _, blocks = find_decoder_blocks(model)
+    for name, lin in blocks[0].named_modules():
+        if isinstance(lin, nn.Linear):
+            torch.testing.assert_close(lin.weight, expected[name], rtol=1e-5, atol=1e-6, msg=name)
+            assert torch.equal(lin.weight == 0, expected[name] == 0), name
+
+
+def test_batch_size_does_not_change_the_mask(calib):
+    a, b = tiny_llama(), tiny_llama()
+    prune_model(a, "wanda", 0.5, calibration=calib, progress=False, batch_size=1)
+    prune_model(b, "wanda", 0.5, calibration=calib, progress=False, batch_size=4)
+    for (name, la), lb in zip(prunable_linears(a).items(), prunable_linears(b).values()):
+        torch.testing.assert_close(la.weight, lb.weight, rtol=0, atol=0, msg=name)
+
+
+def test_magnitude_and_random_run_no_forward_pass():
+    model = tiny_llama()
+
+    def boom(*args, **kwargs):
+        raise AssertionError("forward pass during data-free pruning")
+
+    h = model.register_forward_pre_hook(boom)
+    prune_model(model, "magnitude", 0.5, progress=False)
+    prune_model(tiny_llama(), "random", 0.5, progress=False)
+    h.remove()
+
+
+def test_random_is_seeded():
+    a, b, c = tiny_llama(), tiny_llama(), tiny_llama()
+    prune_model(a, "random", 0.5, seed=3, progress=False)
+    prune_model(b, "random", 0.5, seed=3, progress=False)
+    prune_model(c, "random", 0.5, seed=4, progress=False)
+    la, lb, lc = (list(prunable_linears(x).values())[0].weight for x in (a, b, c))
+    assert torch.equal(la, lb)
+    assert not torch.equal(la == 0, lc == 0)
+
+
+def test_tf32_flag_and_training_mode_restored(calib):
+    model = tiny_llama().train()
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        prune_model(model, "wanda", 0.5, calibration=calib, progress=True)
+        assert torch.backends.cuda.matmul.allow_tf32 is True
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+    assert model.training
+
+
+def test_check_sparsity_counts_only_block_linears():
+    model = tiny_llama()
+    with torch.no_grad():
+        model.lm_head.weight.zero_()  # tied to the embeddings: both excluded
+        lin = model.model.layers[0].self_attn.q_proj
+        lin.weight[:, :16] = 0.0  # a quarter of q_proj
+    out = check_sparsity(model)
+    assert out["layers"]["model.layers.0.self_attn.q_proj"] == pytest.approx(0.25)
+    assert out["total"] == pytest.approx(lin.weight.numel() * 0.25 / out["params"])
+    assert "nm_valid" not in out
+    assert check_sparsity(model, "2:4")["nm_valid"] is False
+    prune_model(model, "magnitude", pattern="2:4", progress=False)
+    out = check_sparsity(model, "2:4")
+    assert out["nm_valid"] is True and out["nm_invalid"] == []
+    assert check_sparsity(model, "1:4")["nm_valid"] is False
+
+
+def test_pruned_model_saves_and_loads_in_plain_transformers(tmp_path, calib):
+    model = tiny_llama()
+    prune_model(model, "sparsegpt", 0.5, "2:4", calib, progress=False)
+    model.save_pretrained(tmp_path)
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert check_sparsity(loaded, "2:4")["nm_valid"]
+    torch.testing.assert_close(loaded(input_ids=calib).logits, model(input_ids=calib).logits)
+
+
+def test_accelerate_dispatched_model(calib):
+    """A model dispatched with accelerate (hooks on every block) is pruned block by block."""
+    accelerate = pytest.importorskip("accelerate")
+    model = tiny_llama()
+    device_map = {"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "cpu",
+                  "model.norm": "cpu", "model.rotary_emb": "cpu", "lm_head": "cpu"}
+    model = accelerate.dispatch_model(model, device_map=device_map, force_hooks=True)
+    ref = tiny_llama()
+    prune_model(model, "sparsegpt", 0.5, calibration=calib, progress=False)
+    prune_model(ref, "sparsegpt", 0.5, calibration=calib, progress=False)
+    for (name, a), b in zip(prunable_linears(model).items(), prunable_linears(ref).values()):
+        torch.testing.assert_close(a.weight, b.weight, msg=name)
+
+
+# --- bad input: ValueError naming the argument, nothing pruned ---------------------------------------------
+
+
+@pytest.mark.parametrize("sparsity", [1.0, -0.1, float("nan"), 1.5])
+def test_bad_sparsity(sparsity, calib):
+    with pytest.raises(ValueError, match="sparsity"):
+        prune_model(tiny_llama(), "wanda", sparsity, calibration=calib, progress=False)
+
+
+@pytest.mark.parametrize("pattern", ["3:2", "0:4", "2-4", "2:3", "unstructred"])
+def test_bad_pattern(pattern, calib):
+    model = tiny_llama()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="pattern"):
+        prune_model(model, "sparsegpt", 0.5, pattern, calib, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_bad_method_and_global_nm(calib):
+    with pytest.raises(ValueError, match="method"):
+        prune_model(tiny_llama(), "obs", 0.5, calibration=calib, progress=False)
+    with pytest.raises(ValueError, match="pattern"):
+        prune_model(tiny_llama(), "magnitude_global", 0.5, "2:4", progress=False)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [None, torch.empty(0, 16, dtype=torch.long), torch.rand(4, 16), torch.randint(0, VOCAB, (16,)),
+     torch.full((2, 8), VOCAB)],
+    ids=["none", "empty", "float", "1d", "out-of-vocab"],
+)
+def test_bad_calibration(bad):
+    with pytest.raises(ValueError, match="calibration"):
+        prune_model(tiny_llama(), "sparsegpt", 0.5, calibration=bad, progress=False)
+
+
+def test_bad_options(calib):
+    for kwargs, name in [({"blocksize": 0}, "blocksize"), ({"percdamp": -1.0}, "percdamp"),
+                         ({"batch_size": 0}, "batch_size")]:
+        with pytest.raises(ValueError, match=name):
+            prune_model(tiny_llama(), "sparsegpt", 0.5, calibration=calib, progress=False, **kwargs)
+
+
+def test_no_decoder_blocks():
+    with pytest.raises(ValueError, match="model"):
+        prune_model(nn.Sequential(nn.Linear(4, 4)), "magnitude", 0.5, progress=False)
+    with pytest.raises(ValueError, match="model"):
+        check_sparsity(nn.Linear(4, 4))
+
+
+def test_nonfinite_weights_rejected_before_pruning():
+    model = tiny_llama()
+    with torch.no_grad():
+        model.model.layers[1].mlp.down_proj.weight[0, 0] = float("nan")
+    first = model.model.layers[0].self_attn.q_proj.weight.clone()
+    with pytest.raises(ValueError, match="model"):
+        prune_model(model, "magnitude", 0.5, progress=False)
+    assert torch.equal(first, model.model.layers[0].self_attn.q_proj.weight)
+
+
+def test_nonfinite_activations(calib):
+    model = tiny_llama()
+    with torch.no_grad():  # inf embedding of a token in the calibration set: block 0's inputs are inf
+        model.model.embed_tokens.weight[int(calib[0, 0])] = float("inf")
+    q0 = model.model.layers[0].self_attn.q_proj.weight.clone()
+    with pytest.raises(ValueError, match="`model`.*nothing was pruned"):
+        prune_model(model, "wanda", 0.5, calibration=calib, progress=False)
+    assert torch.equal(q0, model.model.layers[0].self_attn.q_proj.weight)
+
+    model = tiny_llama()
+    with torch.no_grad():  # block 1 turns finite inputs into inf: found mid-way, and the message says so
+        model.model.layers[1].post_attention_layernorm.weight.fill_(float("inf"))
+    with pytest.raises(ValueError, match="`model`.*ALREADY PRUNED"):
+        prune_model(model, "sparsegpt", 0.5, calibration=calib, progress=False)
+
+
+def test_disk_offloaded_weights_are_rejected(calib):
+    model = tiny_llama()
+    with torch.device("meta"):
+        model.model.layers[1].mlp.up_proj = nn.Linear(64, 128, bias=False)
+    with pytest.raises(ValueError, match="model"):
+        prune_model(model, "sparsegpt", 0.5, calibration=calib, progress=False)
+
+
+def test_one_statistics_pass_and_one_propagate_pass_per_block(calib):
+    """No extra forward passes: block b runs nsamples times to gather statistics and nsamples times to feed
+    block b+1 (the last block only the first); the statistics pass stops before the block's last linear."""
+    model = tiny_llama(layers=3)
+    _, blocks = find_decoder_blocks(model)
+    block_calls, down_calls = [0, 0, 0], [0, 0, 0]
+    handles = []
+    for i, block in enumerate(blocks):
+        handles.append(block.register_forward_pre_hook(lambda m, a, i=i: block_calls.__setitem__(i, block_calls[i] + 1)))
+        handles.append(block.mlp.down_proj.register_forward_hook(
+            lambda m, a, o, i=i: down_calls.__setitem__(i, down_calls[i] + 1)))
+    n = calib.shape[0]
+    prune_model(model, "wanda", 0.5, calibration=calib, progress=False)
+    for h in handles:
+        h.remove()
+    assert block_calls == [3 * n, 2 * n, n]  # block 0 also sees the capture calls, stopped before it runs
+    assert down_calls == [1 + n, 1 + n, 1]  # the statistics pass runs down_proj on the first window only
