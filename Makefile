@@ -18,7 +18,6 @@ JB_FLAGS := --all -W -n --keep-going
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PRUNING_LAB_STRICT := 1
 export PYTHONHASHSEED := 0
-export MPLBACKEND := Agg
 
 .PHONY: help setup vendor book test test-unit test-notebooks test-browser execute clean
 
