@@ -110,6 +110,9 @@ def test_embedded_text_splits_are_disjoint_deterministic_and_checksummed():
     assert text.sha256 == hashlib.sha256((text.calibration + "\x00" + text.evaluation).encode()).hexdigest()
     kinds = {(k.split(":")[0], split) for k, split in text.documents.items()}
     assert {("topic", "calibration"), ("topic", "evaluation"), ("code", "calibration")} <= kinds
+    assert {kind for kind, split in kinds if split == "evaluation"} == {"topic"}  # held-out prose, as WikiText
+    prose = sum(len(v) for k, v in llm_data._deduplicate(llm_data._documents()).items() if k.startswith("topic:"))
+    assert llm_data.EVAL_FRACTION <= len(text.evaluation) / prose < llm_data.EVAL_FRACTION + 0.05
     docs = llm_data._deduplicate(llm_data._documents())
     assert set(docs) == set(text.documents)
     for key, split in text.documents.items():  # every document is in the split it is assigned to
@@ -230,3 +233,25 @@ def test_cache_dir_env(monkeypatch, tmp_path):
 
     monkeypatch.setenv("PRUNING_LAB_CACHE", str(tmp_path / "c"))
     assert cache_dir() == tmp_path / "c" and (tmp_path / "c").is_dir()
+
+
+def test_online_protocols_with_a_fake_dataset(monkeypatch):
+    """C4: one window per random document longer than seqlen; WikiText-2: texts joined with blank lines."""
+    docs = [{"text": "short"}, {"text": "x" * 50}, {"text": "".join(chr(97 + i % 26) for i in range(300))}]
+
+    def fake(name, *args, **kwargs):
+        if name == "allenai/c4":
+            assert kwargs["data_files"] == {"train": "en/c4-train.00000-of-01024.json.gz"}
+            return docs
+        assert (name, *args) == ("wikitext", "wikitext-2-raw-v1")
+        return {"text": ["a", "", "b c"]}
+
+    monkeypatch.setattr(llm_data, "_load_dataset", fake)
+    tok = CharTokenizer()
+    w = llm_data.c4_calibration(tok, 5, 64, seed=0)
+    assert w.shape == (5, 64)
+    long_doc = docs[2]["text"].encode()
+    for row in w:
+        assert bytes(row.tolist()) in long_doc  # only the 300-token document is longer than 64
+    assert torch.equal(w, llm_data.c4_calibration(tok, 5, 64, seed=0))
+    assert bytes(llm_data.wikitext2_tokens(tok).tolist()) == b"a\n\n\n\nb c"

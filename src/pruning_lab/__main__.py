@@ -222,7 +222,7 @@ def cmd_prune(parser, args) -> int:
 
 
 def cmd_table(parser, args) -> int:
-    from .llm import load_model, prune_model
+    from .llm import check_sparsity, load_model, prune_model
 
     model, tok = _load(parser, args)
     seqlen = _seqlen(args, model)
@@ -238,9 +238,10 @@ def cmd_table(parser, args) -> int:
     def emit(method, pattern, sparsity, ppl, secs):
         rows.append(dict(method=method, pattern=pattern, sparsity=sparsity, perplexity=ppl, prune_time_s=secs))
         secs_s = "-" if secs is None else f"{secs:.1f}"
-        print(f"{method:<17} {pattern:<13} {sparsity:>8.4f} {ppl:>12.2f} {secs_s:>15}", flush=True)
+        ppl_s = f"{ppl:.2f}" if ppl < 1e6 else f"{ppl:.2e}"
+        print(f"{method:<17} {pattern:<13} {sparsity:>8.4f} {ppl_s:>12} {secs_s:>15}", flush=True)
 
-    emit("dense", "-", 0.0, _ppl(model, tokens, seqlen, args.windows), None)
+    emit("dense", "-", check_sparsity(model)["total"], _ppl(model, tokens, seqlen, args.windows), None)
     for pattern in args.patterns:
         for method in args.methods:
             if method == "magnitude_global" and pattern != "unstructured":

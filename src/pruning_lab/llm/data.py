@@ -2,10 +2,10 @@
 
 **Embedded corpus** (on every Python, no download). Three kinds of real text ship with CPython itself:
 
-- prose: the reference documentation topics in ``pydoc_data.topics`` (what ``help('if')`` prints), one document
-  per topic;
-- code: the source of 23 pure-Python standard-library modules (``argparse.py``, ``difflib.py``, ...), one document
-  per file;
+- prose: the reference documentation topics in ``pydoc_data.topics`` (what ``help('if')`` prints: English with
+  grammar rules and code examples), one document per topic;
+- code: the source of 12 docstring-rich pure-Python standard-library modules (``statistics.py``,
+  ``functools.py``, ...), one document per file;
 - legal text: the CPython ``LICENSE.txt`` installed next to the standard library (skipped if a distribution
   removed it).
 
@@ -14,12 +14,14 @@ of ``if``, ``while``, ``class``...), so paragraphs (blocks separated by blank li
 ``MIN_DEDUP_CHARS`` characters are kept only at their first occurrence, visiting documents in sorted name order:
 no such paragraph appears twice in the corpus, hence never in both splits.
 
-Every document goes to exactly one split, decided by a hash of its name: ``sha256("kind:name") mod 4 == 0`` sends
-it to **evaluation**, anything else to **calibration** (about 3:1). A hash of the *name* keeps a document in the
-same split on every Python version, even when other documents are added or removed; the splits share no text.
-Inside a split, documents are ordered by that hash (mixing prose, code and licence text) and joined with blank
-lines. The texts differ slightly between Python versions, so :func:`embedded_text` reports a sha256 checksum:
-compare checksums before comparing perplexities.
+The split mirrors the papers' protocol (calibrate on a broad mix like C4, evaluate on held-out prose like
+WikiText-2). Documents are ordered by a hash of their name, ``sha256("kind:name")``; walking the *topics* in that
+order, each goes to **evaluation** until the evaluation split holds ``EVAL_FRACTION`` (a quarter) of the prose
+characters; every other topic, all the code and the licence go to **calibration**. Every document is in exactly
+one split; a hash of the *name* keeps most documents in the same split across Python versions. Inside a split,
+documents keep the hash order (calibration mixes prose, code and licence text) and are joined with blank lines.
+The texts differ slightly between Python versions, so :func:`embedded_text` reports a sha256 checksum: compare
+checksums before comparing perplexities.
 
 **Online** (the papers' protocol): calibration = 128 random 2048-token windows of C4 (``allenai/c4``, first
 training shard), one window per randomly drawn document long enough to hold it; evaluation = the WikiText-2 raw
@@ -35,6 +37,7 @@ import re
 import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -53,11 +56,10 @@ __all__ = [
 
 #: Standard-library files used as the code part of the corpus (pure Python on 3.9-3.13; missing ones are skipped).
 STDLIB_FILES = (
-    "argparse", "bisect", "calendar", "colorsys", "contextlib", "copy", "csv", "dataclasses", "difflib",
-    "fnmatch", "fractions", "functools", "graphlib", "heapq", "numbers", "pprint", "queue", "random", "sched",
-    "shlex", "statistics", "string", "textwrap",
+    "bisect", "colorsys", "copy", "fractions", "functools", "graphlib", "heapq", "numbers", "shlex", "statistics",
+    "string", "textwrap",
 )
-EVAL_EVERY = 4  # one document in EVAL_EVERY (by name hash) goes to the evaluation split
+EVAL_FRACTION = 0.25  # share of the prose (reference topics) held out for evaluation
 MIN_DEDUP_CHARS = 40  # repeated paragraphs at least this long are kept once
 _PARAGRAPH = re.compile(r"\n[ \t]*\n")
 
@@ -143,7 +145,14 @@ def embedded_text() -> EmbeddedText:
 
         docs = _deduplicate(_documents())
         order = sorted(docs, key=lambda k: (_hash(k), k))
-        split = {k: ("evaluation" if _hash(k) % EVAL_EVERY == 0 else "calibration") for k in order}
+        prose = sum(len(docs[k]) for k in order if k.startswith("topic:"))
+        split, held_out = {}, 0
+        for k in order:
+            if k.startswith("topic:") and held_out < EVAL_FRACTION * prose:
+                split[k] = "evaluation"
+                held_out += len(docs[k])
+            else:
+                split[k] = "calibration"
         calib = "\n\n".join(docs[k] for k in order if split[k] == "calibration")
         evaluation = "\n\n".join(docs[k] for k in order if split[k] == "evaluation")
         digest = hashlib.sha256((calib + "\x00" + evaluation).encode()).hexdigest()
@@ -151,20 +160,20 @@ def embedded_text() -> EmbeddedText:
     return _TEXT_CACHE
 
 
-def _tokenizer_fingerprint(tokenizer) -> str:
+def _tokenizer_fingerprint(tokenizer: Any) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     blob = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
     return hashlib.sha256(f"{type(tokenizer).__name__}\n{blob}".encode()).hexdigest()[:16]
 
 
-def _encode(tokenizer, text: str) -> Tensor:
+def _encode(tokenizer: Any, text: str) -> Tensor:
     """All tokens of ``text`` as a 1-D LongTensor (the tokenizer's own special tokens included, as in the
     reference code's ``tokenizer(text, return_tensors='pt')``)."""
     ids = tokenizer(text, return_tensors="pt", verbose=False).input_ids  # (1, N)
     return ids[0].to(torch.long)
 
 
-def embedded_tokens(tokenizer, *, cache: bool = True) -> tuple[Tensor, Tensor]:
+def embedded_tokens(tokenizer: Any, *, cache: bool = True) -> tuple[Tensor, Tensor]:
     """``(calibration_tokens, evaluation_tokens)`` of the embedded corpus: two 1-D LongTensors (Chapter 1).
 
     Each split is tokenized as one string. With ``cache=True`` the tensors are stored in the Pruning Lab cache
@@ -190,7 +199,7 @@ def embedded_tokens(tokenizer, *, cache: bool = True) -> tuple[Tensor, Tensor]:
     return calib, evaluation
 
 
-def _check_positive_int(value, name: str) -> int:
+def _check_positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"`{name}` must be a positive integer; got {value!r}")
     return value
@@ -216,7 +225,7 @@ def sample_windows(tokens: Tensor, nsamples: int, seqlen: int, *, seed: int = 0)
 
 
 def calibration_windows(
-    tokenizer, nsamples: int = 128, seqlen: int = 2048, *, source: str = "embedded", seed: int = 0
+    tokenizer: Any, nsamples: int = 128, seqlen: int = 2048, *, source: str = "embedded", seed: int = 0
 ) -> Tensor:
     """Calibration set for the layer-wise driver: a LongTensor ``[nsamples, seqlen]`` of token ids (Chapter 4).
 
@@ -231,7 +240,7 @@ def calibration_windows(
     raise ValueError(f"`source` must be 'embedded' or 'c4'; got {source!r}")
 
 
-def eval_tokens(tokenizer, *, source: str = "embedded") -> Tensor:
+def eval_tokens(tokenizer: Any, *, source: str = "embedded") -> Tensor:
     """Held-out evaluation text as one 1-D LongTensor of token ids, for :func:`~pruning_lab.llm.perplexity`
     (Chapter 1).
 
@@ -245,7 +254,7 @@ def eval_tokens(tokenizer, *, source: str = "embedded") -> Tensor:
     raise ValueError(f"`source` must be 'embedded' or 'wikitext2'; got {source!r}")
 
 
-def _load_dataset(*args, **kwargs):
+def _load_dataset(*args: Any, **kwargs: Any) -> Any:
     try:
         import datasets
     except ImportError as exc:
@@ -256,7 +265,7 @@ def _load_dataset(*args, **kwargs):
     return datasets.load_dataset(*args, **kwargs)
 
 
-def c4_calibration(tokenizer, nsamples: int = 128, seqlen: int = 2048, *, seed: int = 0) -> Tensor:
+def c4_calibration(tokenizer: Any, nsamples: int = 128, seqlen: int = 2048, *, seed: int = 0) -> Tensor:
     """The papers' calibration set: ``nsamples`` random ``seqlen``-token windows of C4, ``[nsamples, seqlen]``
     (Chapter 4).
 
@@ -281,7 +290,7 @@ def c4_calibration(tokenizer, nsamples: int = 128, seqlen: int = 2048, *, seed: 
     return torch.stack(windows)  # (nsamples, seqlen)
 
 
-def wikitext2_tokens(tokenizer) -> Tensor:
+def wikitext2_tokens(tokenizer: Any) -> Tensor:
     """WikiText-2 raw test split, ``"\\n\\n".join(texts)`` tokenized once: a 1-D LongTensor (Chapter 1).
 
     This is the evaluation text of the SparseGPT and Wanda papers (WikiText-2, not WikiText-103: mixing them up is

@@ -66,13 +66,17 @@ def nll_per_window(model: nn.Module, windows: Tensor, *, batch_size: int = 1) ->
         for i in range(0, windows.shape[0], batch_size):
             batch = windows[i : i + batch_size].to(dev)  # (b, seqlen)
             logits = model(input_ids=batch, use_cache=False).logits  # (b, seqlen, vocab)
-            pred = logits[:, :-1, :].float()  # (b, seqlen-1, vocab): position t predicts token t+1
-            target = batch[:, 1:].to(pred.device)  # (b, seqlen-1)
-            nll = nn.functional.cross_entropy(pred.transpose(1, 2), target, reduction="none")  # (b, seqlen-1)
+            b, t, v = logits.shape
+            # position t predicts token t+1; the last position predicts nothing (ignored): no copy of the logits
+            target = torch.full((b, t), -100, dtype=torch.long, device=logits.device)
+            target[:, :-1] = batch[:, 1:].to(logits.device)
+            nll = nn.functional.cross_entropy(
+                logits.reshape(b * t, v).float(), target.reshape(b * t), reduction="none", ignore_index=-100
+            ).reshape(b, t)[:, :-1]  # (b, seqlen-1)
             if not torch.isfinite(nll).all():
                 raise ValueError("`model` produced NaN or inf logits on the evaluation windows")
-            sums[i : i + batch.shape[0]] = nll.double().sum(dim=1).cpu()
-            del logits, pred, nll
+            sums[i : i + b] = nll.double().sum(dim=1).cpu()
+            del logits, nll
     finally:
         if was_training:
             model.train()
@@ -92,11 +96,12 @@ def perplexity(
     ``tokens``: 1-D LongTensor (or ``[1, N]``). Windows are ``tokens[k*seqlen:(k+1)*seqlen]``; the incomplete
     tail is dropped; ``max_windows`` keeps only the first ones. Each window is scored independently and every
     one of its ``seqlen - 1`` predictions counts equally. ``batch_size`` windows go through the model together
-    (default: as many as fit in about 2048 tokens, so the ``[batch, seqlen, vocab]`` logits stay small on a CPU).
+    (default: as many as fit in 1024 tokens, so the ``[batch, seqlen, vocab]`` logits stay small on a CPU; the
+    result does not depend on it beyond float rounding).
     Deterministic: the same model and tokens give the same number.
     """
     windows = eval_windows(tokens, seqlen, max_windows=max_windows)  # (K, seqlen)
     if batch_size is None:
-        batch_size = max(1, 2048 // seqlen)
+        batch_size = max(1, 1024 // seqlen)
     sums = nll_per_window(model, windows, batch_size=batch_size)
     return math.exp(float(sums.sum()) / (windows.shape[0] * (seqlen - 1)))

