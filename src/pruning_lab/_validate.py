@@ -44,3 +44,13 @@ def check_same_shape(a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:
 def check_choice(value, name: str, allowed) -> None:
     if value not in allowed:
         raise ValueError(f"`{name}` must be one of {sorted(allowed)!r}; got {value!r}")
+
+
+def layer_inputs(x: Tensor, d_in: int) -> Tensor:
+    """A layer's inputs ``[..., d_in]`` as a float32 ``[tokens, d_in]`` matrix, checked to be finite."""
+    if x.shape[-1] != d_in:
+        raise ValueError(f"`x` must have last dimension d_in={d_in}; got shape {tuple(x.shape)}")
+    x = x.detach().reshape(-1, d_in).float()  # (tokens, d_in)
+    if not torch.isfinite(x).all():
+        raise ValueError("`x` (the layer's inputs) contains NaN or inf")
+    return x

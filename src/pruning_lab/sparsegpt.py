@@ -21,7 +21,7 @@ import warnings
 import torch
 from torch import Tensor
 
-from ._validate import as_tensor, check_sparsity
+from ._validate import as_tensor, check_sparsity, layer_inputs
 from .nm import check_nm_args
 
 __all__ = ["HessianAccumulator", "hessian_from_inputs", "inverse_hessian_factor", "sparsegpt_prune"]
@@ -42,11 +42,7 @@ class HessianAccumulator:
 
     def add_batch(self, x: Tensor) -> None:
         """Add inputs ``x`` of shape ``[..., d_in]`` (any leading dims)."""
-        if x.shape[-1] != self.d_in:
-            raise ValueError(f"`x` must have last dimension d_in={self.d_in}; got shape {tuple(x.shape)}")
-        x = x.detach().reshape(-1, self.d_in).float()  # (tokens, d_in)
-        if not torch.isfinite(x).all():
-            raise ValueError("`x` (the layer's inputs) contains NaN or inf")
+        x = layer_inputs(x, self.d_in)  # (tokens, d_in), float32
         if self.hessian.device != x.device:
             self.hessian = self.hessian.to(x.device)
         t = x.shape[0]

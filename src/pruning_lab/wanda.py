@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._validate import as_tensor, check_sparsity
+from ._validate import as_tensor, check_sparsity, layer_inputs
 from .masks import mask_lowest
 from .nm import check_nm_args, nm_mask
 
@@ -29,11 +29,7 @@ class InputNormAccumulator:
 
     def add_batch(self, x: Tensor) -> None:
         """Add inputs ``x`` of shape ``[..., d_in]`` (any leading dims: batch, tokens)."""
-        if x.shape[-1] != self.d_in:
-            raise ValueError(f"`x` must have last dimension d_in={self.d_in}; got shape {tuple(x.shape)}")
-        x = x.detach().reshape(-1, self.d_in).float()  # (tokens, d_in)
-        if not torch.isfinite(x).all():
-            raise ValueError("`x` (the layer's inputs) contains NaN or inf")
+        x = layer_inputs(x, self.d_in)  # (tokens, d_in), float32
         if self.sq_norms.device != x.device:
             self.sq_norms = self.sq_norms.to(x.device)
         self.sq_norms += x.square().sum(dim=0)
