@@ -90,7 +90,16 @@ def describe(name: str) -> str:
 
 
 def _load_all() -> None:
-    from . import ch02  # noqa: F401  (registers the chapter's checkers on import)
+    """Import every ``chNN`` module of this package (each registers its chapter's checkers on import)."""
+    import importlib
+    import pkgutil
+    import re
+
+    from .. import exercises
+
+    for info in pkgutil.iter_modules(exercises.__path__):
+        if re.fullmatch(r"ch\d\d", info.name):
+            importlib.import_module(f"{exercises.__name__}.{info.name}")
 
 
 def _get(name: str) -> Checker:

@@ -1,0 +1,73 @@
+"""Grader cases of Chapter 2: the solution of every checker and plausible wrong answers (with words the failure
+message must contain). Collected by tests/test_graders.py."""
+import time
+
+import torch
+
+# ---------------------------------------------------------------------------- Chapter 2 solutions
+SOLUTIONS = {
+    "ch02.obd_saliency": lambda w, h: 0.5 * h * w**2,
+    "ch02.taylor_saliency": lambda w, g, h: -g * w + 0.5 * h * w**2,
+    "ch02.least_damaging": lambda w, H: int(torch.argmin(0.5 * torch.diagonal(H) * w**2)),
+    "ch02.quadratic_delta": lambda w, g, H, p: float(g @ (-w * p) + 0.5 * (-w * p) @ H @ (-w * p)),
+    "ch02.w5_cost": 0.5 * 1000 * 0.3**2,
+}
+
+
+def _obd_inplace(w, h):
+    w.pow_(2).mul_(0.5 * h)
+    return w
+
+
+def _taylor_loop_slow(w, g, h):
+    time.sleep(10)
+    return -g * w + 0.5 * h * w**2
+
+
+def _quad_inplace(w, g, H, p):
+    w[~p] = 0.0
+    dw = -w
+    return float(g @ dw + 0.5 * dw @ H @ dw)
+
+
+# (wrong answer, words the failure message must contain)
+MUTANTS = {
+    "ch02.obd_saliency": [
+        (lambda w, h: h * w**2, "factor 1/2"),
+        (lambda w, h: 0.5 * h * w.abs(), "squares the weight"),
+        (lambda w, h: -0.5 * h * w**2, "sign"),
+        (lambda w, h: 0.5 * w**2, "curvature H_ii is missing"),
+        (_obd_inplace, "modified its input `weight`"),
+        (lambda w, h: (0.5 * h * w**2).float(), "dtype"),
+        (lambda w, h: (0.5 * h * w**2).reshape(-1, 1), "shape"),
+        (lambda w, h: (0.5 * h * w**2).tolist(), "torch.Tensor"),
+    ],
+    "ch02.taylor_saliency": [
+        (lambda w, g, h: g * w + 0.5 * h * w**2, "sign"),
+        (lambda w, g, h: 0.5 * h * w**2, "left out the gradient term"),
+        (lambda w, g, h: -g * w + h * w**2, "factor 1/2"),
+        (lambda w, g, h: -g * w, "only the first-order term"),
+        (_taylor_loop_slow, "was stopped"),
+    ],
+    "ch02.least_damaging": [
+        (lambda w, H: int(torch.argmin(w.abs())), "smallest |w_i|"),
+        (lambda w, H: int(torch.argmax(0.5 * torch.diagonal(H) * w**2)), "MOST damaging"),
+        (lambda w, H: int(torch.argmin(0.5 * torch.diagonal(H) * w**2)) + 1, "start at 0"),
+        (lambda w, H: int(torch.argmin(0.5 * H.sum(1) * w**2)), "diagonal"),
+        (lambda w, H: torch.argmin(0.5 * torch.diagonal(H) * w**2).float() + 0.5, "integer"),
+    ],
+    "ch02.quadratic_delta": [
+        (lambda w, g, H, p: float(g @ (-w * p) + 0.5 * ((w * p) ** 2 * torch.diagonal(H)).sum()), "cross terms"),
+        (lambda w, g, H, p: float(g @ (w * p) + 0.5 * (w * p) @ H @ (w * p)), "sign"),
+        (lambda w, g, H, p: float(g @ (-w * p) + (w * p) @ H @ (w * p)), "factor 1/2"),
+        (lambda w, g, H, p: float(g @ (-w) + 0.5 * w @ H @ w), "only the pruned weights move"),
+        (_quad_inplace, "modified its input `weight`"),
+        (lambda w, g, H, p: 1 / 0, "ZeroDivisionError"),
+    ],
+    "ch02.w5_cost": [
+        (90.0, "factor 1/2"),
+        (-45.0, "sign"),
+        (0.045, "expected 45"),
+        (lambda: 45.0, "function"),
+    ],
+}
