@@ -360,3 +360,50 @@ def test_one_statistics_pass_and_one_propagate_pass_per_block(calib):
         h.remove()
     assert block_calls == [3 * n, 2 * n, n]  # block 0 also sees the capture calls, stopped before it runs
     assert down_calls == [1 + n, 1 + n, 1]  # the statistics pass runs down_proj on the first window only
+
+
+# ------------------------------------------------------------------ run_grid, snapshots, Wanda's group ablation
+def test_run_grid_prunes_each_run_from_dense_and_leaves_the_model_dense(calib):
+    from pruning_lab.llm import run_grid, snapshot_weights
+
+    model = tiny_llama()
+    before = snapshot_weights(model)
+    tokens = torch.randint(0, VOCAB, (200,), generator=torch.Generator().manual_seed(3))
+    rows = run_grid(model, [{"method": "magnitude"}, {"method": "wanda", "pattern": "2:4"},
+                            {"method": "wanda", "label": "wanda layer", "wanda_group": "layer"}],
+                    eval_tokens=tokens, seqlen=16, calibration=calib)
+    assert [r["label"] for r in rows] == ["dense", "magnitude unstructured", "wanda 2:4", "wanda layer"]
+    assert rows[0]["measured_sparsity"] == 0.0 and rows[0]["prune_time_s"] is None
+    assert abs(rows[1]["measured_sparsity"] - 0.5) < 1e-3 and abs(rows[2]["measured_sparsity"] - 0.5) < 1e-3
+    assert rows[2]["report"]["nm_valid"] and rows[3]["report"]["wanda_group"] == "layer"
+    assert all(r["perplexity"] > 1 for r in rows)
+    after = snapshot_weights(model)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    # the same run twice gives the same perplexity (each starts from the dense weights)
+    again = run_grid(model, [{"method": "magnitude"}], eval_tokens=tokens, seqlen=16, dense=False)
+    assert again[0]["perplexity"] == rows[1]["perplexity"]
+
+
+def test_run_grid_rejects_bad_runs(calib):
+    from pruning_lab.llm import run_grid
+
+    model = tiny_llama()
+    tokens = torch.randint(0, VOCAB, (64,))
+    with pytest.raises(ValueError, match="runs\\[0\\]"):
+        run_grid(model, [{"pattern": "2:4"}], eval_tokens=tokens, seqlen=16)
+    with pytest.raises(ValueError, match="unknown keys"):
+        run_grid(model, [{"method": "magnitude", "sparsty": 0.3}], eval_tokens=tokens, seqlen=16)
+    with pytest.raises(ValueError, match="wanda_group"):
+        prune_model(model, "wanda", 0.5, calibration=calib, wanda_group="global")
+
+
+def test_wanda_layer_group_ranks_the_whole_matrix():
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(8, 16, generator=g)
+    norms = torch.rand(16, generator=g) * 10
+    out = wanda_prune(w, norms, 0.5, group="layer")
+    assert int((out == 0).sum()) == 64
+    s = w.abs() * norms.sqrt()
+    assert s[out == 0].max() <= s[out != 0].min()
+    with pytest.raises(ValueError, match="group"):
+        wanda_prune(w, norms, 0.5, group="global")

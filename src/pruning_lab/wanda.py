@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._validate import as_tensor, check_sparsity, layer_inputs
+from ._validate import as_tensor, check_choice, check_sparsity, layer_inputs
 from .masks import mask_lowest
 from .nm import check_nm_args, nm_mask
 
@@ -50,16 +50,19 @@ def wanda_scores(weight, input_sq_norms) -> Tensor:
 
 
 def wanda_prune(weight, input_sq_norms, sparsity: float = 0.5, *, n: int | None = None,
-                m: int | None = None) -> Tensor:
+                m: int | None = None, group: str = "row") -> Tensor:
     """Zero the lowest Wanda scores of each output row (Chapter 5).
 
-    Unstructured: exactly ``int(d_in * sparsity)`` per row (stable sort: ties prune the lower index).
-    N:M (``n``, ``m`` given; ``sparsity`` ignored): the M-N lowest of each group of M consecutive inputs.
+    Unstructured: exactly ``int(d_in * sparsity)`` per row (stable sort: ties prune the lower index);
+    ``group="layer"`` ranks all scores of the matrix together instead (the paper's ablation: exactly
+    ``int(numel * sparsity)`` in the matrix, rows may lose different numbers). N:M (``n``, ``m`` given;
+    ``sparsity`` and ``group`` ignored): the M-N lowest of each group of M consecutive inputs.
     Returns a new tensor of ``weight``'s dtype; inputs untouched.
     """
     check_sparsity(sparsity)
+    check_choice(group, "group", {"row", "layer"})
     scores = wanda_scores(weight, input_sq_norms)
     w = weight if isinstance(weight, Tensor) else as_tensor(weight, "weight")
     nm = check_nm_args(n, m, w.shape[1])
-    keep = nm_mask(scores, *nm) if nm else mask_lowest(scores, sparsity, group="row")
+    keep = nm_mask(scores, *nm) if nm else mask_lowest(scores, sparsity, group="row" if group == "row" else "tensor")
     return w.masked_fill(~keep, 0.0)

@@ -28,6 +28,7 @@ from .data import (
 )
 from .driver import METHODS, check_sparsity, find_decoder_blocks, prunable_linears, prune_model
 from .evaluate import eval_windows, nll_per_window, perplexity
+from .experiment import restore_weights, run_grid, snapshot_weights
 from .models import cache_dir, load_default, load_model
 
 __all__ = [
@@ -40,6 +41,9 @@ __all__ = [
     "find_decoder_blocks",
     "prunable_linears",
     "perplexity",
+    "run_grid",
+    "snapshot_weights",
+    "restore_weights",
     "nll_per_window",
     "eval_windows",
     "calibration_windows",

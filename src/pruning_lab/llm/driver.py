@@ -290,6 +290,7 @@ def prune_model(
     seed: int = 0,
     batch_size: int = 1,
     progress: bool = True,
+    wanda_group: str = "row",
 ) -> dict:
     """Prune every linear layer in the decoder blocks of ``model`` **in place**; return a report (Chapter 4).
 
@@ -298,7 +299,8 @@ def prune_model(
     or ``"sparsegpt"`` (OBS with H = 2/n X X^T, blocks of ``blocksize`` columns, ``percdamp`` dampening;
     Chapter 4). ``pattern``: ``"unstructured"`` (exactly ``int(numel * sparsity)`` per matrix, or per row for
     Wanda) or ``"N:M"`` such as ``"2:4"`` (N kept of every M consecutive inputs; ``sparsity`` is then fixed at
-    1 - N/M and the argument is ignored). ``calibration``: LongTensor ``[nsamples, seqlen]`` of token ids,
+    1 - N/M and the argument is ignored). ``wanda_group``: Wanda's comparison group, ``"row"`` (the paper's
+    choice) or ``"layer"`` (the whole matrix; Chapter 5's ablation). ``calibration``: LongTensor ``[nsamples, seqlen]`` of token ids,
     needed by wanda and sparsegpt (ignored by the others, which run no forward pass).
 
     Layer-wise (wanda, sparsegpt): record the inputs of block 0 on the calibration set; then for each block one
@@ -314,6 +316,8 @@ def prune_model(
 
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"`method` must be one of {list(METHODS)}; got {method!r}")
+    if wanda_group not in ("row", "layer"):
+        raise ValueError(f"`wanda_group` must be one of ['layer', 'row']; got {wanda_group!r}")
     nm = _parse_pattern(pattern)
     if nm is None:
         sparsity = _check_sparsity_value(sparsity)
@@ -443,7 +447,7 @@ def prune_model(
                             new = sparsegpt_prune(w, acc.hessian, sparsity, n=n_, m=m_, blocksize=blocksize,
                                                   percdamp=percdamp)
                         else:
-                            new = wanda_prune(w, acc.sq_norms, sparsity, n=n_, m=m_)
+                            new = wanda_prune(w, acc.sq_norms, sparsity, n=n_, m=m_, group=wanda_group)
                         set_weight(lin, new)
                     del collector
                     times["prune"] += time.perf_counter() - t0
@@ -485,6 +489,8 @@ def prune_model(
         report.update(nsamples=int(calibration.shape[0]), seqlen=int(calibration.shape[1]), batch_size=batch_size)
     if method == "sparsegpt":
         report.update(blocksize=blocksize, percdamp=percdamp)
+    if method == "wanda":
+        report["wanda_group"] = wanda_group
     if nm is not None:
         report["nm_valid"] = measured["nm_valid"]
     return report
