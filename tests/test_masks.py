@@ -47,3 +47,17 @@ def test_bad_group_and_shapes():
         apply_mask(torch.ones(4), torch.ones(3, dtype=torch.bool))
     with pytest.raises(ValueError, match="keep"):
         apply_mask(torch.ones(4), torch.ones(4))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_lowest_k_equals_a_stable_sort_with_many_ties(dtype):
+    from pruning_lab.masks import lowest_k
+
+    g = torch.Generator().manual_seed(0)
+    s = torch.randint(0, 4, (5, 37), generator=g).to(dtype)  # lots of ties
+    for k in (0, 1, 9, 18, 36, 37):
+        expected = torch.zeros(5, 37, dtype=torch.bool)
+        expected.scatter_(1, torch.sort(s.float(), dim=1, stable=True).indices[:, :k], True)
+        assert torch.equal(lowest_k(s, k), expected), k
+    with pytest.raises(ValueError, match="k"):
+        lowest_k(s, 38)

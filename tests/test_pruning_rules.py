@@ -184,3 +184,25 @@ def test_singular_hessian_gets_more_dampening_with_a_warning():
     H[1, 1] = -1.0  # not positive semi-definite
     with pytest.warns(RuntimeWarning, match="dampening"):
         inverse_hessian_factor(H, percdamp=0.01)
+
+
+def test_accumulators_can_defer_the_finiteness_check_to_the_end():
+    for cls in (HessianAccumulator, InputNormAccumulator):
+        acc = cls(4, check_each_batch=False)
+        acc.add_batch(torch.ones(3, 4))
+        acc.check_finite()  # fine so far
+        acc.add_batch(torch.tensor([[1.0, float("inf"), 0.0, 0.0]]))  # accepted without a check...
+        acc.add_batch(torch.ones(2, 4))
+        with pytest.raises(ValueError, match="NaN or inf"):  # ...but the result says so
+            acc.check_finite()
+        with pytest.raises(ValueError, match="NaN or inf"):
+            cls(4).add_batch(torch.full((1, 4), float("nan")))
+
+
+def test_all_finite_handles_overflowing_sums():
+    from pruning_lab._validate import all_finite
+
+    assert all_finite(torch.full((4,), 3e38))  # the sum overflows, the entries are finite
+    assert not all_finite(torch.tensor([1.0, float("nan")]))
+    assert not all_finite(torch.tensor([float("inf"), -float("inf")]))
+    assert all_finite(torch.empty(0))

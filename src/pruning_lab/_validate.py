@@ -20,9 +20,18 @@ def as_tensor(x, name: str, *, dtype: torch.dtype | None = None) -> Tensor:
         t = t.to(dtype or torch.get_default_dtype())
     if dtype is not None and t.dtype != dtype:
         t = t.to(dtype)
-    if not torch.isfinite(t).all():
+    if not all_finite(t):
         raise ValueError(f"`{name}` contains NaN or inf; all entries must be finite")
     return t
+
+
+def all_finite(t: Tensor) -> bool:
+    """True if no entry is NaN or inf. A NaN or inf entry makes the sum non-finite, so one reduction decides
+    the common case; only a non-finite sum (which may also be an overflow of large finite values) is checked
+    entry by entry."""
+    if t.numel() == 0 or bool(torch.isfinite(t.sum())):
+        return True
+    return bool(torch.isfinite(t).all())
 
 
 def check_sparsity(sparsity: float, name: str = "sparsity") -> float:
@@ -46,11 +55,12 @@ def check_choice(value, name: str, allowed) -> None:
         raise ValueError(f"`{name}` must be one of {sorted(allowed)!r}; got {value!r}")
 
 
-def layer_inputs(x: Tensor, d_in: int) -> Tensor:
-    """A layer's inputs ``[..., d_in]`` as a float32 ``[tokens, d_in]`` matrix, checked to be finite."""
+def layer_inputs(x: Tensor, d_in: int, *, check_finite: bool = True) -> Tensor:
+    """A layer's inputs ``[..., d_in]`` as a float32 ``[tokens, d_in]`` matrix, checked to be finite unless
+    ``check_finite=False`` (the accumulators then check their result once, see ``check_finite``)."""
     if x.shape[-1] != d_in:
         raise ValueError(f"`x` must have last dimension d_in={d_in}; got shape {tuple(x.shape)}")
     x = x.detach().reshape(-1, d_in).float()  # (tokens, d_in)
-    if not torch.isfinite(x).all():
+    if check_finite and not all_finite(x):
         raise ValueError("`x` (the layer's inputs) contains NaN or inf")
     return x

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ._validate import as_tensor, check_choice, check_sparsity
 
-__all__ = ["num_pruned", "mask_lowest", "apply_mask"]
+__all__ = ["num_pruned", "mask_lowest", "lowest_k", "apply_mask"]
 
 
 def num_pruned(numel: int, sparsity: float) -> int:
@@ -38,12 +38,37 @@ def mask_lowest(scores, sparsity: float, *, group: str = "tensor") -> Tensor:
     else:
         rows = s.reshape(1, -1)
     k = num_pruned(rows.shape[1], sparsity)
-    keep = torch.ones_like(rows, dtype=torch.bool)
-    if k > 0:
-        # stable sort: equal scores keep their index order, so ties prune the lower index first
-        order = torch.sort(rows, dim=1, stable=True).indices[:, :k]  # (rows, k)
-        keep.scatter_(1, order, False)
-    return keep.reshape(s.shape)
+    return (~lowest_k(rows, k)).reshape(s.shape)
+
+
+def lowest_k(scores: Tensor, k: int) -> Tensor:
+    """Prune-mask (True = removed) of the ``k`` lowest entries of each row of a 2-D ``scores`` (Chapter 1).
+
+    Exactly ``k`` per row; among entries equal to the row's k-th smallest value the lower column index goes
+    first (the same set a stable sort would pick). Uses ``kthvalue`` (linear time) instead of a full sort.
+    """
+    if scores.dim() != 2:
+        raise ValueError(f"`scores` must be 2-D [rows, n]; got shape {tuple(scores.shape)}")
+    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= scores.shape[1]:
+        raise ValueError(f"`k` must be an integer in [0, {scores.shape[1]}]; got {k!r}")
+    if k == 0:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    thresh = _kth_smallest(scores, k)  # (rows, 1)
+    below = scores < thresh
+    ties = scores == thresh
+    room = k - below.sum(dim=1, keepdim=True)  # how many of the ties each row still drops
+    return below | (ties & (torch.cumsum(ties, dim=1) <= room))
+
+
+def _kth_smallest(scores: Tensor, k: int) -> Tensor:
+    """The k-th smallest entry of each row, ``[rows, 1]``. On the CPU numpy's introselect is ~9x faster than
+    ``torch.kthvalue``; the value is the same."""
+    if scores.device.type == "cpu" and scores.dtype in (torch.float32, torch.float64):
+        import numpy as np
+
+        a = np.partition(scores.detach().numpy(), k - 1, axis=1)[:, k - 1 : k]
+        return torch.from_numpy(a)
+    return torch.kthvalue(scores, k, dim=1, keepdim=True).values
 
 
 def apply_mask(weight, keep, *, inplace: bool = False) -> Tensor:

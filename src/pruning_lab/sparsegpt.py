@@ -21,8 +21,11 @@ import warnings
 import torch
 from torch import Tensor
 
-from ._validate import as_tensor, check_sparsity, layer_inputs
+from ._validate import all_finite, as_tensor, check_sparsity, layer_inputs
+from .masks import lowest_k
 from .nm import check_nm_args
+
+_SUB = 32  # columns per sub-block of the per-column loop (speed only; the result does not depend on it)
 
 __all__ = ["HessianAccumulator", "hessian_from_inputs", "inverse_hessian_factor", "sparsegpt_prune"]
 
@@ -30,26 +33,34 @@ __all__ = ["HessianAccumulator", "hessian_from_inputs", "inverse_hessian_factor"
 class HessianAccumulator:
     """Running ``H = (2 / n) sum_t x_t x_t^T`` over ``n`` calibration tokens, in float32 (Chapter 4).
 
-    Rescaled as tokens arrive (as the reference does), so ``H`` is always the mean over what was seen.
+    Rescaled as tokens arrive (as the reference does), so ``H`` is always the mean over what was seen:
+    ``H <- n/(n+t) H + 2/(n+t) X^T X`` in one in-place ``addmm_``. ``check_each_batch=False`` skips the
+    per-batch NaN/inf check of the inputs (the driver calls :meth:`check_finite` once at the end instead:
+    a NaN or inf input always leaves a NaN or inf in ``H``).
     """
 
-    def __init__(self, d_in: int) -> None:
+    def __init__(self, d_in: int, *, check_each_batch: bool = True) -> None:
         if not isinstance(d_in, int) or d_in < 1:
             raise ValueError(f"`d_in` must be a positive integer; got {d_in!r}")
         self.d_in = d_in
         self.hessian = torch.zeros(d_in, d_in, dtype=torch.float32)
         self.nsamples = 0
+        self.check_each_batch = check_each_batch
 
     def add_batch(self, x: Tensor) -> None:
         """Add inputs ``x`` of shape ``[..., d_in]`` (any leading dims)."""
-        x = layer_inputs(x, self.d_in)  # (tokens, d_in), float32
+        x = layer_inputs(x, self.d_in, check_finite=self.check_each_batch)  # (tokens, d_in), float32
         if self.hessian.device != x.device:
             self.hessian = self.hessian.to(x.device)
         t = x.shape[0]
-        self.hessian *= self.nsamples / (self.nsamples + t)
-        self.nsamples += t
-        x = x * (2.0 / self.nsamples) ** 0.5
-        self.hessian += x.T @ x  # (d_in, d_in)
+        n = self.nsamples
+        self.hessian.addmm_(x.T, x, beta=n / (n + t), alpha=2.0 / (n + t))  # (d_in, d_in)
+        self.nsamples = n + t
+
+    def check_finite(self) -> None:
+        """Raise ``ValueError`` if the accumulated ``H`` holds NaN or inf (some input did)."""
+        if not all_finite(self.hessian):
+            raise ValueError("`x` (the layer's inputs) contained NaN or inf in some batch")
 
 
 def hessian_from_inputs(x) -> Tensor:
@@ -95,6 +106,15 @@ def inverse_hessian_factor(hessian, percdamp: float = 0.01) -> tuple[Tensor, Ten
     raise ValueError("`hessian` is singular even after 10^4 x the dampening: check the calibration inputs")
 
 
+def _lowest_in_group(score: Tensor, k: int, earlier: Tensor) -> Tensor:
+    """Prune-mask of the ``k`` lowest of each column of ``score`` (``[m, d_out]``: one N:M group per output
+    row), ties to the lower index, as a stable sort would pick; ``earlier[i, l] = l < i`` (``[m, m, 1]``).
+    Ranks by pairwise comparison: for a small ``m`` much faster than sorting ``d_out`` tiny rows."""
+    below = score[None, :, :] < score[:, None, :]  # [i, l, r]: score_l < score_i in row r
+    below |= (score[None, :, :] == score[:, None, :]) & earlier
+    return below.sum(dim=1) < k  # rank of entry i in its group < k
+
+
 def sparsegpt_prune(weight, hessian, sparsity: float = 0.5, *, n: int | None = None, m: int | None = None,
                     blocksize: int = 128, percdamp: float = 0.01) -> Tensor:
     """Prune ``weight`` (``[d_out, d_in]``) with SparseGPT given ``hessian`` = X X^T of its inputs (Chapter 4).
@@ -127,35 +147,39 @@ def sparsegpt_prune(weight, hessian, sparsity: float = 0.5, *, n: int | None = N
     for i1 in range(0, d_in, blocksize):
         i2 = min(i1 + blocksize, d_in)
         count = i2 - i1
-        W1 = W[:, i1:i2].clone()  # (d_out, count): the block, updated column by column
-        Q1 = torch.zeros_like(W1)  # its pruned values
-        Err1 = torch.zeros_like(W1)  # the scaled errors err_j
+        # The block, transposed: row j of W1 is column i1+j of W, so each step touches contiguous memory.
+        W1 = W[:, i1:i2].T.contiguous()  # (count, d_out), updated column by column
+        Err1 = torch.empty_like(W1)  # (count, d_out): the scaled errors err_j
         U1 = U[i1:i2, i1:i2]  # (count, count)
         d1 = torch.diag(U1)  # (count,)
 
-        if nm is None:  # adaptive mask of the whole block: lowest w^2 / U_jj^2, exactly k of them
+        if nm is None:  # adaptive mask of the whole block: the k lowest w^2 / U_jj^2 (ties: lower index)
             k = int(W1.numel() * sparsity)
-            score = (W1 / d1).square().reshape(-1)
-            prune1 = torch.zeros(W1.numel(), dtype=torch.bool, device=W.device)
-            prune1[torch.sort(score, stable=True).indices[:k]] = True
-            prune1 = prune1.reshape(W1.shape)
+            score = (W1 / d1[:, None]).square().T.reshape(1, -1)  # (1, d_out * count), row-major in W
+            prune1 = lowest_k(score, k).reshape(d_out, count).T  # (count, d_out)
+            scale1 = prune1.to(cdtype) / d1[:, None]  # err_j = w_j * scale1[j]
         else:
             prune1 = torch.zeros_like(W1, dtype=torch.bool)
+            scale1 = torch.zeros_like(W1)
+            earlier = torch.ones(nm[1], nm[1], dtype=torch.bool, device=W.device).tril(-1)[:, :, None]
 
-        for j in range(count):
-            if nm is not None and j % nm[1] == 0:  # N:M: choose this group's mask now, per row
-                n_, m_ = nm
-                score = (W1[:, j : j + m_] / d1[j : j + m_]).square()  # (d_out, m)
-                drop = torch.sort(score, dim=1, stable=True).indices[:, : m_ - n_]
-                prune1[:, j : j + m_].scatter_(1, drop, True)
-            w = W1[:, j]
-            q = w.masked_fill(prune1[:, j], 0.0)
-            err = (w - q) / d1[j]  # (d_out,)
-            W1[:, j:] -= err.unsqueeze(1) * U1[j, j:].unsqueeze(0)  # OBS update of the block's later columns
-            Q1[:, j] = q
-            Err1[:, j] = err
+        # Columns j in sub-blocks of _SUB columns: the rank-1 OBS updates touch only the rest of the sub-block;
+        # the sub-block's errors then update the rest of the block at once (the lazy trick, one level down).
+        # Row j of W1 is never updated after step j, so err_j = w_j * scale1[j] can be recomputed from it.
+        rows_w, rows_s, rows_u = W1.unbind(0), scale1.unbind(0), U1.unbind(0)  # views, made once
+        for s1 in range(0, count, _SUB):
+            s2 = min(s1 + _SUB, count)
+            for j in range(s1, s2):
+                if nm is not None and j % nm[1] == 0:  # N:M: choose this group's mask now, per output row
+                    g = slice(j, j + nm[1])
+                    prune1[g] = _lowest_in_group((W1[g] / d1[g, None]).square(), nm[1] - nm[0], earlier)
+                    torch.div(prune1[g], d1[g, None], out=scale1[g])
+                if j + 1 < s2:  # OBS update of the rest of the sub-block: W1[j+1:] -= U_j,j+1: (x) err_j
+                    W1[j + 1 : s2].addr_(rows_u[j][j + 1 : s2], rows_w[j] * rows_s[j], alpha=-1.0)
+            torch.mul(W1[s1:s2], scale1[s1:s2], out=Err1[s1:s2])  # err_j = (w_j - q_j) / U_jj, (sub, d_out)
+            W1[s2:] -= U1[s1:s2, s2:].T @ Err1[s1:s2]  # (count - s2, d_out)
 
-        W[:, i1:i2] = Q1
-        W[:, i2:] -= Err1 @ U[i1:i2, i2:]  # lazy batched update of every later column
+        W[:, i1:i2] = W1.masked_fill(prune1, 0.0).T  # q_j: the kept, updated weights
+        W[:, i2:] -= Err1.T @ U[i1:i2, i2:]  # lazy batched update of every later column
 
     return W.to(W0.dtype)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._validate import as_tensor, check_choice, check_sparsity, layer_inputs
+from ._validate import all_finite, as_tensor, check_choice, check_sparsity, layer_inputs
 from .masks import mask_lowest
 from .nm import check_nm_args, nm_mask
 
@@ -18,22 +18,31 @@ __all__ = ["InputNormAccumulator", "wanda_scores", "wanda_prune"]
 
 
 class InputNormAccumulator:
-    """Running ``sq_norms[j] = sum over calibration tokens of X_j^2`` for a layer with ``d_in`` inputs (Chapter 5)."""
+    """Running ``sq_norms[j] = sum over calibration tokens of X_j^2`` for a layer with ``d_in`` inputs (Chapter 5).
 
-    def __init__(self, d_in: int) -> None:
+    ``check_each_batch=False`` skips the per-batch NaN/inf check (call :meth:`check_finite` once at the end).
+    """
+
+    def __init__(self, d_in: int, *, check_each_batch: bool = True) -> None:
         if not isinstance(d_in, int) or d_in < 1:
             raise ValueError(f"`d_in` must be a positive integer; got {d_in!r}")
         self.d_in = d_in
         self.sq_norms = torch.zeros(d_in, dtype=torch.float32)
         self.ntokens = 0
+        self.check_each_batch = check_each_batch
 
     def add_batch(self, x: Tensor) -> None:
         """Add inputs ``x`` of shape ``[..., d_in]`` (any leading dims: batch, tokens)."""
-        x = layer_inputs(x, self.d_in)  # (tokens, d_in), float32
+        x = layer_inputs(x, self.d_in, check_finite=self.check_each_batch)  # (tokens, d_in), float32
         if self.sq_norms.device != x.device:
             self.sq_norms = self.sq_norms.to(x.device)
-        self.sq_norms += x.square().sum(dim=0)
+        self.sq_norms += torch.linalg.vector_norm(x, dim=0).square()
         self.ntokens += x.shape[0]
+
+    def check_finite(self) -> None:
+        """Raise ``ValueError`` if the accumulated norms hold NaN or inf (some input did)."""
+        if not all_finite(self.sq_norms):
+            raise ValueError("`x` (the layer's inputs) contained NaN or inf in some batch")
 
 
 def wanda_scores(weight, input_sq_norms) -> Tensor:

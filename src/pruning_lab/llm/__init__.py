@@ -23,6 +23,7 @@ from .data import (
     embedded_text,
     embedded_tokens,
     eval_tokens,
+    held_out_corpus, held_out_texts,
     sample_windows,
     wikitext2_tokens,
 )
@@ -47,7 +48,7 @@ __all__ = [
     "nll_per_window",
     "eval_windows",
     "calibration_windows",
-    "eval_tokens",
+    "eval_tokens", "held_out_corpus", "held_out_texts",
     "embedded_text",
     "embedded_tokens",
     "sample_windows",

@@ -5,9 +5,7 @@
 - prose: the reference documentation topics in ``pydoc_data.topics`` (what ``help('if')`` prints: English with
   grammar rules and code examples), one document per topic;
 - code: the source of 12 docstring-rich pure-Python standard-library modules (``statistics.py``,
-  ``functools.py``, ...), one document per file;
-- legal text: the CPython ``LICENSE.txt`` installed next to the standard library (skipped if a distribution
-  removed it).
+  ``functools.py``, ...), one document per file.
 
 The reference topics repeat themselves (``if`` and ``else`` are the same text; ``compound`` contains the sections
 of ``if``, ``while``, ``class``...), so paragraphs (blocks separated by blank lines) of at least
@@ -17,11 +15,25 @@ no such paragraph appears twice in the corpus, hence never in both splits.
 The split mirrors the papers' protocol (calibrate on a broad mix like C4, evaluate on held-out prose like
 WikiText-2). Documents are ordered by a hash of their name, ``sha256("kind:name")``; walking the *topics* in that
 order, each goes to **evaluation** until the evaluation split holds ``EVAL_FRACTION`` (a quarter) of the prose
-characters; every other topic, all the code and the licence go to **calibration**. Every document is in exactly
-one split; a hash of the *name* keeps most documents in the same split across Python versions. Inside a split,
-documents keep the hash order (calibration mixes prose, code and licence text) and are joined with blank lines.
-The texts differ slightly between Python versions, so :func:`embedded_text` reports a sha256 checksum: compare
-checksums before comparing perplexities.
+characters; every other topic and all the code go to **calibration**. Every document is in exactly one split; a
+hash of the *name* keeps most documents in the same split across Python versions. Inside a split, documents keep
+the hash order (calibration mixes prose and code) and are joined with blank lines. The texts differ slightly
+between Python versions, so :func:`embedded_text` reports a sha256 checksum: compare checksums before comparing
+perplexities.
+
+**Held-out texts of three kinds** (:func:`held_out_corpus`, :func:`held_out_texts`; Chapter 1). A pruned model
+can lose more on one kind of text than on another, so Chapter 1 measures perplexity on three different held-out
+texts, none of which is ever used for calibration:
+
+- ``"prose"``: the evaluation split above (English reference documentation);
+- ``"code"``: the source of ``HELD_OUT_STDLIB_FILES``, pure-Python standard-library modules that are *not* among
+  the calibration modules (``calendar.py``, ``pprint.py``, ...), joined in that order;
+- ``"legal"``: the CPython licence, ``LICENSE.txt`` next to the standard library (if a distribution removed it:
+  Debian's ``/usr/share/doc/python3.X/copyright``, then the Apache-2.0 text in ``/usr/share/common-licenses``).
+
+Paragraphs of a held-out text that already occur in the calibration or evaluation split, or in an earlier
+held-out text, are dropped by the same rule as above, so no paragraph is shared with calibration. Each text has
+its own sha256.
 
 **Online** (the papers' protocol): calibration = 128 random 2048-token windows of C4 (``allenai/c4``, first
 training shard), one window per randomly drawn document long enough to hold it; evaluation = the WikiText-2 raw
@@ -34,6 +46,7 @@ import hashlib
 import os
 import random
 import re
+import sys
 import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +65,11 @@ __all__ = [
     "c4_calibration",
     "wikitext2_tokens",
     "STDLIB_FILES",
+    "HELD_OUT_STDLIB_FILES",
+    "HELD_OUT_KINDS",
+    "HeldOutCorpus",
+    "held_out_corpus",
+    "held_out_texts",
 ]
 
 #: Standard-library files used as the code part of the corpus (pure Python on 3.9-3.13; missing ones are skipped).
@@ -59,6 +77,10 @@ STDLIB_FILES = (
     "bisect", "colorsys", "copy", "fractions", "functools", "graphlib", "heapq", "numbers", "shlex", "statistics",
     "string", "textwrap",
 )
+#: Standard-library files of the held-out *code* text: pure Python on 3.9-3.13, none of them in STDLIB_FILES.
+HELD_OUT_STDLIB_FILES = ("calendar", "pprint", "queue", "sched", "reprlib", "fnmatch", "glob")
+#: The kinds of held-out text, in the order :func:`held_out_texts` returns them.
+HELD_OUT_KINDS = ("prose", "code", "legal")
 EVAL_FRACTION = 0.25  # share of the prose (reference topics) held out for evaluation
 MIN_DEDUP_CHARS = 40  # repeated paragraphs at least this long are kept once
 _PARAGRAPH = re.compile(r"\n[ \t]*\n")
@@ -101,16 +123,13 @@ def _documents() -> dict[str, str]:
             if candidate.is_file():
                 docs[f"code:{name}"] = candidate.read_text(encoding="utf-8")
                 break
-    licence = stdlib / "LICENSE.txt"
-    if licence.is_file():
-        docs["licence:CPython"] = licence.read_text(encoding="utf-8", errors="replace")
     return docs
 
 
-def _deduplicate(docs: dict[str, str]) -> dict[str, str]:
-    """Drop every paragraph (>= MIN_DEDUP_CHARS) already seen in an earlier document (sorted names); drop
-    documents left empty. Paragraphs are re-joined with one blank line."""
-    seen: set[str] = set()
+def _deduplicate(docs: dict[str, str], seen: set[str] | None = None) -> dict[str, str]:
+    """Drop every paragraph (>= MIN_DEDUP_CHARS) already seen in an earlier document (sorted names) or in
+    ``seen`` (which is updated); drop documents left empty. Paragraphs are re-joined with one blank line."""
+    seen = set() if seen is None else seen
     out = {}
     for key in sorted(docs):
         kept = []
@@ -197,6 +216,113 @@ def embedded_tokens(tokenizer: Any, *, cache: bool = True) -> tuple[Tensor, Tens
         torch.save({"calibration": calib, "evaluation": evaluation}, tmp)
         os.replace(tmp, path)
     return calib, evaluation
+
+
+@dataclass(frozen=True)
+class HeldOutCorpus:
+    """Held-out texts of three kinds, never used for calibration (Chapter 1).
+
+    ``texts`` maps ``"prose"``, ``"code"`` and ``"legal"`` to strings, ``sha256`` maps each kind to the sha256 of
+    its text, ``documents`` maps each kind to the documents it is made of (``"kind:name"``), and
+    ``python_version`` says which CPython the texts came from.
+    """
+
+    texts: dict
+    sha256: dict
+    python_version: str
+    documents: dict = field(repr=False)
+
+    @property
+    def digest(self) -> str:
+        """One sha256 over all the texts (in ``HELD_OUT_KINDS`` order)."""
+        return hashlib.sha256("\x00".join(self.sha256[k] for k in self.texts).encode()).hexdigest()
+
+    def summary(self) -> str:
+        parts = ", ".join(f"{k} {len(t):,} chars (sha256 {self.sha256[k][:12]})" for k, t in self.texts.items())
+        return f"held-out texts (Python {self.python_version}): {parts}"
+
+
+def _legal_candidates() -> list[Path]:
+    """Where to look for the legal text, in order: CPython's own licence, then Debian/Ubuntu copies."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    return [stdlib / "LICENSE.txt", Path(f"/usr/share/doc/python{version}/copyright"),
+            Path("/usr/share/common-licenses/Apache-2.0")]
+
+
+_HELD_OUT_CACHE: HeldOutCorpus | None = None
+
+
+def held_out_corpus() -> HeldOutCorpus:
+    """The held-out prose, code and legal texts (see the module docstring), as strings (Chapter 1).
+
+    Deterministic: the same Python gives the same texts and checksums. No paragraph of at least
+    ``MIN_DEDUP_CHARS`` characters is shared with the calibration split or between two of the texts. Raises
+    ``FileNotFoundError`` if no legal text or none of the code modules can be found.
+    """
+    global _HELD_OUT_CACHE
+    if _HELD_OUT_CACHE is None:
+        import platform
+
+        seen: set[str] = set()
+        _deduplicate(_documents(), seen)  # every paragraph of the calibration and evaluation splits
+        texts: dict[str, str] = {"prose": embedded_text().evaluation}
+        documents: dict[str, list[str]] = {"prose": sorted(k for k, v in embedded_text().documents.items()
+                                                           if v == "evaluation")}
+        stdlib = Path(sysconfig.get_paths()["stdlib"])
+        code = {}
+        for name in HELD_OUT_STDLIB_FILES:
+            for candidate in (stdlib / f"{name}.py", stdlib / name / "__init__.py"):
+                if candidate.is_file():
+                    code[f"code:{name}"] = candidate.read_text(encoding="utf-8")
+                    break
+        code = _deduplicate(code, seen)
+        if not code:
+            raise FileNotFoundError(f"none of the held-out code modules {HELD_OUT_STDLIB_FILES} found in {stdlib}")
+        order = [f"code:{n}" for n in HELD_OUT_STDLIB_FILES if f"code:{n}" in code]  # the listed order
+        texts["code"] = "\n\n".join(code[k] for k in order)
+        documents["code"] = order
+        legal = next((p for p in _legal_candidates() if p.is_file()), None)
+        if legal is None:
+            raise FileNotFoundError(
+                "no legal text found for the held-out 'legal' text; looked for "
+                + ", ".join(str(p) for p in _legal_candidates())
+            )
+        key = f"legal:{legal}"
+        legal_doc = _deduplicate({key: legal.read_text(encoding="utf-8", errors="replace")}, seen)
+        texts["legal"] = legal_doc.get(key, "")
+        documents["legal"] = [key]
+        digests = {k: hashlib.sha256(t.encode()).hexdigest() for k, t in texts.items()}
+        _HELD_OUT_CACHE = HeldOutCorpus(texts, digests, platform.python_version(), documents)
+    return _HELD_OUT_CACHE
+
+
+def held_out_texts(tokenizer: Any, *, cache: bool = True) -> dict[str, Tensor]:
+    """``{"prose", "code", "legal"}`` -> 1-D LongTensor of token ids of each held-out text (Chapter 1).
+
+    For :func:`~pruning_lab.llm.perplexity`, one text at a time. ``"prose"`` equals :func:`eval_tokens`. Each
+    text is tokenized as one string; with ``cache=True`` the tensors are stored in the Pruning Lab cache folder,
+    keyed by the texts' checksum and a fingerprint of the tokenizer.
+    """
+    corpus = held_out_corpus()
+    path = None
+    if cache:
+        from .models import cache_dir
+
+        path = cache_dir() / f"heldout-{corpus.digest[:16]}-{_tokenizer_fingerprint(tokenizer)}.pt"
+        if path.is_file():
+            try:
+                saved = torch.load(path, weights_only=True)
+                if list(saved) == list(corpus.texts):
+                    return saved
+            except Exception:  # a corrupt cache file is rebuilt
+                pass
+    tokens = {kind: _encode(tokenizer, text) for kind, text in corpus.texts.items()}
+    if path is not None:
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save(tokens, tmp)
+        os.replace(tmp, path)
+    return tokens
 
 
 def _check_positive_int(value: Any, name: str) -> int:

@@ -410,7 +410,10 @@ def prune_model(
                 outs = torch.empty_like(inps)
                 times["capture"] += time.perf_counter() - t0
                 nsamples = inps.shape[0]
-                make_acc = HessianAccumulator if method == "sparsegpt" else InputNormAccumulator
+                acc_class = HessianAccumulator if method == "sparsegpt" else InputNormAccumulator
+
+                def make_acc(d_in: int):  # NaN/inf inputs are caught once per layer, after the pass
+                    return acc_class(d_in, check_each_batch=False)
                 for b in bar:
                     block, lins = blocks[b], block_linears[b]
                     dev = _block_device(block)
@@ -423,6 +426,8 @@ def prune_model(
                         for i in range(0, nsamples, batch_size):
                             x = inps[i : i + batch_size].to(dev)  # (b, seqlen, hidden)
                             collector.run(block, x, kw[x.shape[0]])
+                        for acc in collector.acc.values():
+                            acc.check_finite()
                     except ValueError as exc:  # an accumulator saw NaN/inf inputs inside block b
                         done = "nothing was pruned" if b == 0 else \
                             f"blocks 0..{b - 1} are ALREADY PRUNED, reload the model before retrying"
