@@ -23,8 +23,9 @@ export PYTHONHASHSEED := 0
 
 help:
 	@echo "make book     build the HTML book into _build/html (sets itself up)"
-	@echo "make test     unit + grader tests, nbval over every notebook, the book build, the browser test"
-	@echo "make test-slow the end-to-end pruning run on the embedded LLM (minutes)"
+	@echo "make test     unit + grader tests, the embedded-LLM end-to-end test, nbval over every notebook,"
+	@echo "              the book build, the browser test"
+	@echo "make test-slow only the end-to-end pruning run on the embedded LLM (minutes)"
 	@echo "make execute  re-execute every notebook in place (commit the outputs)"
 	@echo "make clean    remove the build output (keeps .venv)"
 
@@ -56,7 +57,7 @@ execute: setup
 test-unit: setup
 	$(PYTEST) tests -m "not browser and not slow" -q
 
-# The end-to-end run on the embedded LLM (minutes): not yet part of `make test` while the LLM workbench is finished.
+# The end-to-end run on the embedded LLM (a few minutes).
 test-slow: setup
 	$(PYTEST) tests -m slow -q
 
@@ -68,6 +69,7 @@ test-browser: setup
 
 test: setup vendor
 	$(MAKE) --no-print-directory test-unit
+	$(MAKE) --no-print-directory test-slow
 	$(MAKE) --no-print-directory test-notebooks
 	$(MAKE) --no-print-directory book
 	$(MAKE) --no-print-directory test-browser

@@ -59,6 +59,8 @@ def test_ordering_of_methods_and_patterns(setup):
     print({f"{m} {p}": round(v, 2) for (m, p), v in ppl.items()})
     u = {m: ppl[(m, "unstructured")] for m in ("magnitude", "random", "wanda", "sparsegpt")}
     assert ppl[("dense", "-")] < u["sparsegpt"] < u["wanda"] < u["magnitude"] < u["random"]
+    # random is left out: at 50% both patterns are far beyond chance level (perplexity > the vocabulary size,
+    # 49,152), where their order is noise
     for m in ("magnitude", "wanda", "sparsegpt"):
         assert ppl[(m, "2:4")] > u[m], m
 

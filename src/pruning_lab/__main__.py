@@ -222,7 +222,7 @@ def cmd_prune(parser, args) -> int:
 
 
 def cmd_table(parser, args) -> int:
-    from .llm import check_sparsity, load_model, prune_model
+    from .llm import run_grid
 
     model, tok = _load(parser, args)
     seqlen = _seqlen(args, model)
@@ -241,18 +241,14 @@ def cmd_table(parser, args) -> int:
         ppl_s = f"{ppl:.2f}" if ppl < 1e6 else f"{ppl:.2e}"
         print(f"{method:<17} {pattern:<13} {sparsity:>8.4f} {ppl_s:>12} {secs_s:>15}", flush=True)
 
-    emit("dense", "-", check_sparsity(model)["total"], _ppl(model, tokens, seqlen, args.windows), None)
-    for pattern in args.patterns:
-        for method in args.methods:
-            if method == "magnitude_global" and pattern != "unstructured":
-                continue
-            model, _ = load_model(args.model)  # a fresh dense copy (fast: the converted copy is cached)
-            nm = pattern != "unstructured"
-            report = prune_model(model, method, 0.5 if nm else args.sparsity, pattern,
-                                 calib if method in ("wanda", "sparsegpt") else None, blocksize=args.blocksize,
-                                 percdamp=args.percdamp, seed=args.seed, progress=False)
-            emit(method, pattern, report["total_sparsity"], _ppl(model, tokens, seqlen, args.windows),
-                 report["time_s"])
+    runs = [dict(method=method, pattern=pattern, sparsity=0.5 if pattern != "unstructured" else args.sparsity,
+                 blocksize=args.blocksize, percdamp=args.percdamp, seed=args.seed)
+            for pattern in args.patterns for method in args.methods
+            if not (method == "magnitude_global" and pattern != "unstructured")]
+    run_grid(model, runs, eval_tokens=tokens, seqlen=seqlen, calibration=calib,
+             max_windows=args.windows or None,
+             callback=lambda r: emit(r["method"], r["pattern"], r["measured_sparsity"], r["perplexity"],
+                                     r["prune_time_s"]))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"settings": vars(args) | {"seqlen": seqlen}, "rows": rows}, fh, indent=2)

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ._validate import as_tensor, check_sparsity
-from .masks import mask_lowest, num_pruned
+from .masks import _kth_smallest, mask_lowest, num_pruned
 from .nm import check_nm_args, nm_mask
 
 __all__ = ["magnitude_prune", "random_prune", "global_magnitude_masks", "global_magnitude_thresholds"]
@@ -43,7 +43,8 @@ def random_prune(weight, sparsity: float = 0.5, *, n: int | None = None, m: int 
     (Chapter 1). Pass a seeded ``generator`` for reproducibility."""
     w = _matrix(weight)
     check_sparsity(sparsity)
-    scores = torch.rand(w.shape, generator=generator, dtype=torch.float32)
+    # drawn on the CPU (a seeded CPU generator gives the same mask on every device), then moved to the weight
+    scores = torch.rand(w.shape, generator=generator, dtype=torch.float32).to(w.device)
     return _prune_by_scores(w, scores, sparsity, n, m)
 
 
@@ -57,21 +58,23 @@ def global_magnitude_masks(weights: list, sparsity: float) -> list[Tensor]:
     if not isinstance(weights, (list, tuple)) or not weights:
         raise ValueError("`weights` must be a non-empty list of tensors")
     check_sparsity(sparsity)
-    mags = [as_tensor(w, f"weights[{i}]").detach().abs().float() for i, w in enumerate(weights)]
+    tensors = [as_tensor(w, f"weights[{i}]").detach() for i, w in enumerate(weights)]
+    home = tensors[0].device  # matrices may live on several devices (device_map): rank them on the first one
+    mags = [t.abs().float().to(home) for t in tensors]
     flat = torch.cat([a.reshape(-1) for a in mags])
     k = num_pruned(flat.numel(), sparsity)
     if k == 0:
-        return [torch.ones_like(a, dtype=torch.bool) for a in mags]
-    thresh = torch.kthvalue(flat, k).values  # the k-th smallest |w|
+        return [torch.ones_like(t, dtype=torch.bool) for t in tensors]
+    thresh = _kth_smallest(flat.reshape(1, -1), k).reshape(())  # the k-th smallest |w|
     below = flat < thresh
     # of the weights equal to the threshold, prune the first (k - #below) in global index order
     ties = torch.nonzero(flat == thresh).squeeze(1)
     prune = below
     prune[ties[: k - int(below.sum())]] = True
     masks, start = [], 0
-    for a in mags:
-        masks.append(~prune[start : start + a.numel()].reshape(a.shape))
-        start += a.numel()
+    for t in tensors:
+        masks.append(~prune[start : start + t.numel()].reshape(t.shape).to(t.device))
+        start += t.numel()
     return masks
 
 

@@ -24,7 +24,8 @@ def parse_pattern(pattern: str | None) -> tuple[int, int] | None:
     if not match:
         raise ValueError(f"`pattern` must be 'unstructured' or 'N:M' such as '2:4' or '4:8'; got {pattern!r}")
     n, m = int(match.group(1)), int(match.group(2))
-    check_nm_args(n, m)
+    if not 0 < n <= m:
+        raise ValueError(f"`pattern` {pattern!r}: N:M keeps N of every M weights, so it needs 0 < N <= M")
     return n, m
 
 
