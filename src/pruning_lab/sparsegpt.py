@@ -25,6 +25,7 @@ from ._validate import all_finite, as_tensor, check_sparsity, layer_inputs
 from .masks import lowest_k
 from .nm import check_nm_args
 
+_HBLOCK = 128  # rows per block of the Hessian accumulation (speed only)
 _SUB = 32  # columns per sub-block of the per-column loop (speed only; the result does not depend on it)
 
 __all__ = ["HessianAccumulator", "hessian_from_inputs", "inverse_hessian_factor", "sparsegpt_prune"]
@@ -34,32 +35,39 @@ class HessianAccumulator:
     """Running ``H = (2 / n) sum_t x_t x_t^T`` over ``n`` calibration tokens, in float32 (Chapter 4).
 
     Rescaled as tokens arrive (as the reference does), so ``H`` is always the mean over what was seen:
-    ``H <- n/(n+t) H + 2/(n+t) X^T X`` in one in-place ``addmm_``. ``check_each_batch=False`` skips the
-    per-batch NaN/inf check of the inputs (the driver calls :meth:`check_finite` once at the end instead:
-    a NaN or inf input always leaves a NaN or inf in ``H``).
+    ``H <- n/(n+t) H + 2/(n+t) X^T X``. ``H`` is symmetric, so only its lower triangle is accumulated, in
+    row blocks of ``_HBLOCK`` (30-45% fewer flops than the full product); :attr:`hessian` mirrors it.
+    ``check_each_batch=False`` skips the per-batch NaN/inf check of the inputs (the driver calls
+    :meth:`check_finite` once at the end instead: a NaN or inf input always leaves a NaN or inf in ``H``).
     """
 
     def __init__(self, d_in: int, *, check_each_batch: bool = True) -> None:
         if not isinstance(d_in, int) or d_in < 1:
             raise ValueError(f"`d_in` must be a positive integer; got {d_in!r}")
         self.d_in = d_in
-        self.hessian = torch.zeros(d_in, d_in, dtype=torch.float32)
+        self._lower = torch.zeros(d_in, d_in, dtype=torch.float32)  # valid on and below the diagonal
         self.nsamples = 0
         self.check_each_batch = check_each_batch
 
     def add_batch(self, x: Tensor) -> None:
         """Add inputs ``x`` of shape ``[..., d_in]`` (any leading dims)."""
         x = layer_inputs(x, self.d_in, check_finite=self.check_each_batch)  # (tokens, d_in), float32
-        if self.hessian.device != x.device:
-            self.hessian = self.hessian.to(x.device)
-        t = x.shape[0]
-        n = self.nsamples
-        self.hessian.addmm_(x.T, x, beta=n / (n + t), alpha=2.0 / (n + t))  # (d_in, d_in)
+        if self._lower.device != x.device:
+            self._lower = self._lower.to(x.device)
+        t, n = x.shape[0], self.nsamples
+        for i in range(0, self.d_in, _HBLOCK):  # rows i:j of H, columns 0:j (the lower triangle and diagonal)
+            j = min(i + _HBLOCK, self.d_in)
+            self._lower[i:j, :j].addmm_(x[:, i:j].T, x[:, :j], beta=n / (n + t), alpha=2.0 / (n + t))
         self.nsamples = n + t
+
+    @property
+    def hessian(self) -> Tensor:
+        """``H`` (``[d_in, d_in]``, float32, exactly symmetric)."""
+        return self._lower.tril() + self._lower.tril(-1).T
 
     def check_finite(self) -> None:
         """Raise ``ValueError`` if the accumulated ``H`` holds NaN or inf (some input did)."""
-        if not all_finite(self.hessian):
+        if not all_finite(self._lower.tril()):
             raise ValueError("`x` (the layer's inputs) contained NaN or inf in some batch")
 
 
