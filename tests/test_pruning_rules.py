@@ -37,7 +37,9 @@ def naive_sequential_obs(W, H, prune, percdamp=0.01):
 
 
 @pytest.mark.parametrize("d_out, d_in, blocksize, nm", [(6, 16, 4, None), (5, 24, 8, None), (4, 16, 8, (2, 4)),
-                                                        (3, 32, 128, (4, 8)), (7, 20, 128, None)])
+                                                        (3, 32, 128, (4, 8)), (7, 20, 128, None),
+                                                        # several sub-blocks of 32 columns, and partial ones
+                                                        (5, 100, 128, None), (4, 80, 48, None), (3, 96, 64, (2, 4))])
 def test_sparsegpt_equals_naive_sequential_obs(d_out, d_in, blocksize, nm):
     W, X = _layer(d_out, d_in, 64, seed=d_in)
     H = X.T @ X
