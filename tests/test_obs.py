@@ -98,6 +98,16 @@ def test_worked_example_inverse_downdate_by_hand():
     assert float(A[3, 3]) == pytest.approx(9 / 5)
     torch.testing.assert_close(A[:, 3], torch.tensor([1.0, -0.2, 0.0, 1.8, 0.0], dtype=F64))
     assert torch.all(A[4] == 0) and torch.all(A[:, 4] == 0)
+    # the downdated inverse feeds the next step directly: w5 is marked as gone
+    w1 = W_EX + obs_update(W_EX, HINV_EX, 4)
+    torch.testing.assert_close(w1, torch.tensor([1.0, 3.0, 3.0, 5.0, 0.0], dtype=F64))
+    s = obs_saliency(w1, A)
+    assert s[4] == float("inf") and float(s[3]) == pytest.approx(25 / (2 * 9 / 5))
+    torch.testing.assert_close(w1 + obs_update(w1, A, 3), torch.tensor([-16 / 9, 32 / 9, 3.0, 0.0, 0.0], dtype=F64))
+    with pytest.raises(ValueError, match="already removed"):
+        obs_update(w1, A, 4)
+    with pytest.raises(ValueError, match="already removed"):
+        inverse_downdate(A, 4)
 
 
 def test_exact_fractions_with_sympy():

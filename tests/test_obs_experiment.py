@@ -11,6 +11,7 @@ from pruning_lab.obs_experiment import (
     METHODS,
     HessianSetup,
     cost_scaling,
+    greedy_vs_best,
     prepare,
     prune_sweep,
     zeroing_scores,
@@ -123,3 +124,17 @@ def test_cost_scaling():
         cost_scaling([1])
     with pytest.raises(ValueError, match="sparsity"):
         cost_scaling([8], sparsity=1.5)
+
+
+def test_greedy_vs_best():
+    res = greedy_vs_best(num_problems=12, d=6, k=3, seed=0)
+    assert res["greedy"].shape == res["best"].shape == res["same_set"].shape == (12,)
+    assert bool((res["greedy"] >= res["best"] * (1 - 1e-12)).all())  # the best set is never beaten
+    same = res["same_set"]
+    torch.testing.assert_close(res["greedy"][same], res["best"][same])
+    assert bool((res["greedy"][~same] > res["best"][~same]).all())
+    assert torch.equal(greedy_vs_best(num_problems=12, d=6, k=3, seed=0)["greedy"], res["greedy"])
+    with pytest.raises(ValueError, match="k"):
+        greedy_vs_best(num_problems=2, d=4, k=4)
+    with pytest.raises(ValueError, match="num_problems"):
+        greedy_vs_best(num_problems=0)

@@ -51,10 +51,10 @@ MAX_SUBSETS = 200_000  # exhaustive search is for small teaching problems only
 
 
 # ------------------------------------------------------------------------------------------------ checks
-def _weight(weight) -> Tensor:
-    w = as_tensor(weight, "weight")
+def _weight(weight, name: str = "weight") -> Tensor:
+    w = as_tensor(weight, name)
     if w.dim() != 1:
-        raise ValueError(f"`weight` must be a flat vector [d]; got shape {tuple(w.shape)}")
+        raise ValueError(f"`{name}` must be a flat vector [d]; got shape {tuple(w.shape)}")
     return w
 
 
@@ -67,16 +67,27 @@ def _square(matrix, name: str, d: int | None, dtype: torch.dtype | None = None) 
 
 
 def _hessian_inv(hessian_inv, d: int | None, dtype: torch.dtype) -> Tensor:
-    """``hessian_inv`` as a checked ``[d, d]`` tensor whose diagonal is > 0 (true for the inverse of a PD H)."""
+    """``hessian_inv`` as a checked ``[d, d]`` tensor with a diagonal >= 0.
+
+    The inverse of a positive-definite H has a positive diagonal; a zero ``[H^-1]_qq`` marks a coordinate
+    already removed by :func:`inverse_downdate`.
+    """
     P = _square(hessian_inv, "hessian_inv", d, dtype)
     diag = P.diagonal()
-    if (diag <= 0).any():
-        q = int(torch.nonzero(diag <= 0)[0, 0])
+    if (diag < 0).any():
+        q = int(torch.nonzero(diag < 0)[0, 0])
         raise ValueError(
             "`hessian_inv` must be the inverse of a positive-definite Hessian, so every diagonal entry "
-            f"[H^-1]_qq must be > 0; got {diag[q].item():.3g} at q={q}"
+            f"[H^-1]_qq must be > 0 (or 0 for a coordinate already removed); got {diag[q].item():.3g} at q={q}"
         )
     return P
+
+
+def _pivot(P: Tensor, q: int) -> Tensor:
+    if not P[q, q] > 0:
+        raise ValueError(f"`hessian_inv` must have a positive diagonal entry at q={q} (0 means that weight was "
+                         f"already removed by a downdate); got {P[q, q].item():.3g}")
+    return P[q, q]
 
 
 def _index(q, d: int) -> int:
@@ -99,7 +110,7 @@ def _prune_mask(prune, d: int) -> Tensor:
 def step_cost(hessian, step) -> Tensor:
     """``1/2 dw^T H dw``: the loss change of the step ``dw`` (``[d]``) at a minimum with Hessian ``H``
     (``[d, d]``) (Chapter 3). Exact when the loss is quadratic; a 0-d tensor."""
-    dw = _weight(step)
+    dw = _weight(step, "step")
     H = _square(hessian, "hessian", dw.numel(), dw.dtype)
     return 0.5 * dw @ H @ dw
 
@@ -109,11 +120,14 @@ def obs_saliency(weight, hessian_inv) -> Tensor:
 
     ``weight``: ``[d]``; ``hessian_inv``: ``[d, d]``, the inverse Hessian at the minimum. ``L_q`` is the loss
     increase of removing ``w_q`` when the other weights are then moved optimally (:func:`obs_update`); it is
-    never larger than OBD's ``1/2 H_qq w_q^2`` and equals it when ``H`` is diagonal. Returns ``[d]``.
+    never larger than OBD's ``1/2 H_qq w_q^2`` and equals it when ``H`` is diagonal. Returns ``[d]``;
+    ``inf`` where ``[H^-1]_qq = 0`` (a weight already removed by :func:`inverse_downdate`).
     """
     w = _weight(weight)
     P = _hessian_inv(hessian_inv, w.numel(), w.dtype)
-    return w.square() / (2 * P.diagonal())
+    diag = P.diagonal()
+    removed = diag == 0  # coordinates already removed by a downdate cannot be removed again
+    return torch.where(removed, torch.full_like(w, float("inf")), w.square() / (2 * diag.masked_fill(removed, 1.0)))
 
 
 def obs_update(weight, hessian_inv, q: int) -> Tensor:
@@ -127,7 +141,7 @@ def obs_update(weight, hessian_inv, q: int) -> Tensor:
     d = w.numel()
     P = _hessian_inv(hessian_inv, d, w.dtype)
     q = _index(q, d)
-    dw = -(w[q] / P[q, q]) * P[:, q]  # (d,)
+    dw = -(w[q] / _pivot(P, q)) * P[:, q] + 0.0  # (d,); "+ 0.0" turns -0.0 into 0.0
     dw[q] = -w[q]
     return dw
 
@@ -144,8 +158,7 @@ def inverse_downdate(hessian_inv, q: int) -> Tensor:
     P = _square(hessian_inv, "hessian_inv", None)
     d = P.shape[0]
     q = _index(q, d)
-    if not P[q, q] > 0:
-        raise ValueError(f"`hessian_inv` must have a positive diagonal entry at q={q}; got {P[q, q].item():.3g}")
+    _pivot(P, q)
     col = P[:, q].clone()  # (d,)
     out = P - torch.outer(col, P[q, :]) / P[q, q]
     out[q, :] = 0.0
@@ -185,7 +198,7 @@ def obs_set_update(weight, hessian_inv, prune) -> Tensor:
     if S.numel() == 0:
         return dw
     lam = torch.linalg.solve(P[S][:, S], w[S])  # (k,) the Lagrange multipliers
-    dw = -(P[:, S] @ lam)  # (d,)
+    dw = -(P[:, S] @ lam) + 0.0  # (d,); "+ 0.0" turns -0.0 into 0.0
     dw[S] = -w[S]
     return dw
 
@@ -281,10 +294,7 @@ def sequential_obs(weight, hessian_inv, k: int | None = None, *, order: Sequence
             safe = torch.where(alive, diag, torch.ones_like(diag))  # removed coordinates have P_qq = 0
             saliency = torch.where(alive, w.square() / (2 * safe), inf)  # (d,)
             q = int(torch.argmin(saliency))  # first minimum: ties go to the lowest index
-        Pqq = P[q, q]
-        if not Pqq > 0:
-            raise ValueError(f"`order` removes index {q} twice or `hessian_inv` lost positive definiteness "
-                             f"(P_qq = {Pqq.item():.3g})")
+        Pqq = _pivot(P, q)
         costs[step] = w[q].square() / (2 * Pqq)
         col = P[:, q].clone()  # (d,)
         w = w - (w[q] / Pqq) * col  # the OBS update

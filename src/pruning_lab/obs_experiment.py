@@ -33,9 +33,10 @@ from .digits import DigitsMLP
 from .hessian import exact_gradient, exact_hessian
 from .masks import mask_lowest, num_pruned
 from .obd_experiment import single_thread
-from .obs import sequential_obs
+from .obs import best_set, sequential_obs
 
-__all__ = ["METHODS", "METHOD_LABELS", "HessianSetup", "prepare", "zeroing_scores", "prune_sweep", "cost_scaling"]
+__all__ = ["METHODS", "METHOD_LABELS", "HessianSetup", "prepare", "zeroing_scores", "prune_sweep", "cost_scaling",
+           "greedy_vs_best"]
 
 #: The four pruning methods of Chapter 3, in the order the chapter plots them.
 METHODS = ("magnitude", "obd", "obs_no_update", "obs")
@@ -205,7 +206,8 @@ def cost_scaling(sizes, sparsity: float = 0.5, *, seed: int = 0) -> dict[str, Te
     ``int(d * sparsity)`` weights: ``"magnitude"`` (sort ``|w|``), ``"obd"`` (read ``diag H``, sort),
     ``"inverse"`` (Cholesky inverse of ``H``, ``O(d^3)``), ``"obs_no_update"`` (inverse + saliencies + sort) and
     ``"obs"`` (inverse + sequential OBS, ``O(d^3) + O(k d^2)``). Building ``H`` itself is not timed (it is
-    model-specific). Returns ``{"size": [len(sizes)], method: [len(sizes)] seconds}``.
+    model-specific). Steps faster than 0.05 s are timed best-of-5. Returns ``{"size": [len(sizes)],
+    method: [len(sizes)] seconds}``.
     """
     try:
         ds = [int(d) for d in sizes]
@@ -224,9 +226,14 @@ def cost_scaling(sizes, sparsity: float = 0.5, *, seed: int = 0) -> dict[str, Te
         k = max(1, num_pruned(d, sparsity))
 
         def timed(fn) -> float:
-            t0 = time.perf_counter()
-            fn()
-            return time.perf_counter() - t0
+            best = float("inf")
+            for _ in range(5):  # fast steps are timed best-of-5; slow ones (> 0.05 s) once
+                t0 = time.perf_counter()
+                fn()
+                best = min(best, time.perf_counter() - t0)
+                if best > 0.05:
+                    break
+            return best
 
         def inverse() -> Tensor:
             return torch.cholesky_inverse(torch.linalg.cholesky(H))
@@ -239,3 +246,35 @@ def cost_scaling(sizes, sparsity: float = 0.5, *, seed: int = 0) -> dict[str, Te
     result = {key: torch.tensor(v, dtype=torch.float64) for key, v in out.items()}
     result["size"] = torch.tensor(ds)
     return result
+
+
+@_one_thread
+def greedy_vs_best(num_problems: int = 200, d: int = 8, k: int = 4, *, seed: int = 0) -> dict[str, Tensor]:
+    """How often is greedy sequential OBS beaten by the best set? (Chapter 3)
+
+    For ``num_problems`` random quadratic problems (weights ``w ~ N(0, I)`` and ``H = A A^T / d + 0.1 I`` with a
+    Gaussian ``A``, seeds ``seed, seed + 1, ...``), removes ``k`` of ``d`` weights greedily
+    (:func:`pruning_lab.obs.sequential_obs`) and by exhaustive search (:func:`pruning_lab.obs.best_set`).
+    Returns ``[num_problems]`` tensors ``"greedy"`` and ``"best"`` (the two exact costs) and ``"same_set"``
+    (booleans: greedy found the best set).
+    """
+    for name, v, lo in (("num_problems", num_problems, 1), ("d", d, 2), ("k", k, 1)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ValueError(f"`{name}` must be an integer >= {lo}; got {v!r}")
+    if k >= d:
+        raise ValueError(f"`k` must be smaller than d={d}; got {k}")
+    greedy, best, same = [], [], []
+    for i in range(num_problems):
+        g = torch.Generator().manual_seed(seed + i)
+        A = torch.randn(d, d, generator=g, dtype=torch.float64)
+        H = A @ A.T / d + 0.1 * torch.eye(d, dtype=torch.float64)
+        w = torch.randn(d, generator=g, dtype=torch.float64)
+        P = torch.linalg.inv(H)
+        P = 0.5 * (P + P.T)
+        res = sequential_obs(w, P, k)
+        S, cost = best_set(w, P, k)
+        greedy.append(res.total_cost)
+        best.append(cost)
+        same.append(tuple(sorted(res.removed)) == S)
+    return {"greedy": torch.tensor(greedy, dtype=torch.float64), "best": torch.tensor(best, dtype=torch.float64),
+            "same_set": torch.tensor(same)}

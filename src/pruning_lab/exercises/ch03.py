@@ -186,7 +186,8 @@ def _downdate_hint(case: Case, got) -> str | None:
 
     if _close(got, zero_rc(P)):
         return ("zeroing row and column q is not enough: every other entry changes too, "
-                "P - P[:, q] P[q, :] / P[q, q]. Skipping this is the mistake behind a well-known wrong answer.")
+                "P - P[:, q] P[q, :] / P[q, q]. Skipping this gives the wrong answer (-1.5, 3, 3, 0, 0) of the "
+                "chapter's worked example.")
     outer = torch.outer(P[:, q], P[q, :])
     if _close(got, P - outer) or _close(got, zero_rc(P - outer)):
         return "divide the outer product by the pivot P[q, q]."
