@@ -4,7 +4,8 @@ import torch
 
 from pruning_lab.magnitude import global_magnitude_masks, magnitude_prune, random_prune
 from pruning_lab.nm import check_nm, nm_mask, parse_pattern
-from pruning_lab.sparsegpt import HessianAccumulator, hessian_from_inputs, inverse_hessian_factor, sparsegpt_prune
+from pruning_lab.sparsegpt import (HessianAccumulator, hessian_from_inputs, inverse_hessian_factor, sparsegpt_prune,
+                                   sparsegpt_prune_shared)
 from pruning_lab.wanda import InputNormAccumulator, wanda_prune, wanda_scores
 
 
@@ -52,6 +53,47 @@ def test_sparsegpt_equals_naive_sequential_obs(d_out, d_in, blocksize, nm):
     else:
         assert int((out == 0).sum()) == sum(int(d_out * (min(i + blocksize, d_in) - i) * 0.5)
                                             for i in range(0, d_in, blocksize))
+
+
+@pytest.mark.parametrize("nm, dtype", [(None, torch.float32), ((2, 4), torch.float32), (None, torch.float64),
+                                       ((4, 8), torch.float64)])
+def test_shared_hessian_equals_separate_calls(nm, dtype):
+    """q/k/v (or gate/up) pruned together with one H: each keeps its own per-block mask count, same result."""
+    g = torch.Generator().manual_seed(5)
+    Ws = [torch.randn(r, 72, generator=g, dtype=dtype) for r in (9, 3, 3)]
+    X = torch.randn(200, 72, generator=g, dtype=dtype) * torch.rand(72, generator=g, dtype=dtype)
+    X[:, 7] = 0  # a dead input
+    H = X.T @ X
+    kw = {"n": nm[0], "m": nm[1]} if nm else {}
+    before = [w.clone() for w in Ws]
+    together = sparsegpt_prune_shared(Ws, H, 0.6, blocksize=32, **kw)
+    for w, w0, t in zip(Ws, before, together):
+        alone = sparsegpt_prune(w, H, 0.6, blocksize=32, **kw)
+        assert t.dtype == dtype and t.shape == w.shape
+        assert torch.equal(t == 0, alone == 0)
+        torch.testing.assert_close(t, alone, rtol=0, atol=1e-6 if dtype == torch.float32 else 1e-12)
+        assert torch.equal(w, w0)  # inputs untouched
+    if nm is None:  # each matrix loses exactly its own count in each block (not a share of a pooled count)
+        for w, t in zip(Ws, together):
+            assert int((t == 0).sum()) == sum(int(w.shape[0] * (min(i + 32, 72) - i) * 0.6) for i in range(0, 72, 32))
+
+
+@pytest.mark.parametrize("weights, match", [([], "weights"), (torch.ones(2, 4), "weights"),
+                                            ([torch.ones(2, 4), torch.ones(2, 5)], "d_in"),
+                                            ([torch.ones(2, 4), torch.ones(2, 4, dtype=torch.float64)], "dtype"),
+                                            ([torch.ones(2, 4), torch.ones(4)], "2-D")])
+def test_shared_bad_input(weights, match):
+    with pytest.raises(ValueError, match=match):
+        sparsegpt_prune_shared(weights, torch.eye(4))
+
+
+def test_factor_is_the_upper_cholesky_factor_of_the_inverse():
+    _, X = _layer(1, 40, 90, seed=11)
+    H = X.T @ X
+    U, dead = inverse_hessian_factor(H, percdamp=0.01)
+    Hd = H + 0.01 * torch.diag(H).mean() * torch.eye(40, dtype=H.dtype)
+    assert not dead.any() and torch.equal(U, U.triu()) and bool((torch.diagonal(U) > 0).all())
+    torch.testing.assert_close(U, torch.linalg.cholesky(torch.linalg.inv(Hd), upper=True), rtol=1e-9, atol=1e-12)
 
 
 def test_cholesky_rows_are_the_downdated_inverses():

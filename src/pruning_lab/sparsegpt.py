@@ -28,7 +28,8 @@ from .nm import check_nm_args
 _HBLOCK = 128  # rows per block of the Hessian accumulation (speed only)
 _SUB = 32  # columns per sub-block of the per-column loop (speed only; the result does not depend on it)
 
-__all__ = ["HessianAccumulator", "hessian_from_inputs", "inverse_hessian_factor", "sparsegpt_prune"]
+__all__ = ["HessianAccumulator", "hessian_from_inputs", "inverse_hessian_factor", "sparsegpt_prune",
+           "sparsegpt_prune_shared"]
 
 
 class HessianAccumulator:
@@ -84,7 +85,9 @@ def inverse_hessian_factor(hessian, percdamp: float = 0.01) -> tuple[Tensor, Ten
 
     ``dead[j]`` is True for inputs that never fire (``H_jj = 0``); their diagonal is set to 1. Dampening adds
     ``percdamp * mean(diag H)`` to the diagonal; if the Cholesky factorisation still fails, the dampening is
-    multiplied by 10 (up to 4 times) with a warning saying so.
+    multiplied by 10 (up to 4 times) with a warning saying so. The reference computes ``U`` as
+    ``cholesky(cholesky_inverse(cholesky(H)), upper=True)``; this gives the same (unique) factor with one
+    Cholesky and one triangular solve, half the flops.
     """
     H = as_tensor(hessian, "hessian").detach().clone()
     H = H if H.dtype == torch.float64 else H.float()  # float32 as the reference; float64 kept for tests
@@ -100,11 +103,15 @@ def inverse_hessian_factor(hessian, percdamp: float = 0.01) -> tuple[Tensor, Ten
     for attempt in range(5):
         Hd = H.clone()
         Hd[idx, idx] += damp
-        L, info = torch.linalg.cholesky_ex(Hd)
+        # U without forming H^-1 (half the flops of cholesky -> cholesky_inverse -> cholesky): with J the
+        # reversal, J H J = L L^T (L lower) gives H = R R^T with R = J L J upper, so H^-1 = R^-T R^-1 and
+        # U = R^-1 (upper, positive diagonal: the unique upper Cholesky factor of H^-1).
+        L, info = torch.linalg.cholesky_ex(Hd.flip(0, 1))
         if info == 0:
-            Hinv = torch.cholesky_inverse(L)
-            U, info = torch.linalg.cholesky_ex(Hinv, upper=True)
-            if info == 0:
+            R = L.flip(0, 1)
+            eye = torch.eye(R.shape[0], dtype=R.dtype, device=R.device)
+            U = torch.linalg.solve_triangular(R, eye, upper=True)
+            if bool(torch.isfinite(torch.diagonal(U)).all()):
                 if attempt:
                     warnings.warn(f"SparseGPT: the Hessian was not positive definite with percdamp={percdamp}; "
                                   f"used dampening {float(damp / mean_diag):.3g} x mean(diag H) instead. "
@@ -133,10 +140,27 @@ def sparsegpt_prune(weight, hessian, sparsity: float = 0.5, *, n: int | None = N
     reached (so with the already-updated weights). Computes in float32; returns a new tensor of ``weight``'s
     dtype with zeros where pruned (float64 in, float64 arithmetic). ``weight`` and ``hessian`` are untouched.
     """
-    W0 = as_tensor(weight, "weight")
-    if W0.dim() != 2:
-        raise ValueError(f"`weight` must be 2-D [d_out, d_in]; got shape {tuple(W0.shape)}")
-    d_out, d_in = W0.shape
+    return sparsegpt_prune_shared([weight], hessian, sparsity, n=n, m=m, blocksize=blocksize, percdamp=percdamp)[0]
+
+
+def sparsegpt_prune_shared(weights, hessian, sparsity: float = 0.5, *, n: int | None = None, m: int | None = None,
+                           blocksize: int = 128, percdamp: float = 0.01) -> list[Tensor]:
+    """:func:`sparsegpt_prune` for several matrices that see the same inputs, so share one ``hessian`` (Chapter 4).
+
+    ``weights``: matrices ``[d_out_i, d_in]`` (e.g. q/k/v of an attention block, or gate/up of an MLP). The
+    result equals pruning each one separately (each matrix gets its own adaptive mask per block, with its own
+    count), but ``H^-1``'s factor is computed once and the column loop runs once over the stacked rows: the
+    rows of SparseGPT never interact, only the mask selection groups them. Returns a list of new tensors.
+    """
+    if isinstance(weights, Tensor) or not isinstance(weights, (list, tuple)) or not weights:
+        raise ValueError("`weights` must be a non-empty list of 2-D tensors [d_out_i, d_in]")
+    Ws = [as_tensor(w, "weight" if len(weights) == 1 else f"weights[{i}]") for i, w in enumerate(weights)]
+    if any(w.dim() != 2 for w in Ws):
+        raise ValueError(f"`weight` must be 2-D [d_out, d_in]; got shapes {[tuple(w.shape) for w in Ws]}")
+    d_in = Ws[0].shape[1]
+    if any(w.shape[1] != d_in for w in Ws) or len({(w.dtype, w.device) for w in Ws}) != 1:
+        raise ValueError("`weights` must all have the same d_in, dtype and device; got "
+                         f"{[(tuple(w.shape), w.dtype, str(w.device)) for w in Ws]}")
     H = as_tensor(hessian, "hessian")
     if H.shape != (d_in, d_in):
         raise ValueError(f"`hessian` must have shape ({d_in}, {d_in}) to match `weight`; got {tuple(H.shape)}")
@@ -147,25 +171,39 @@ def sparsegpt_prune(weight, hessian, sparsity: float = 0.5, *, n: int | None = N
     if nm and blocksize % nm[1]:
         raise ValueError(f"`blocksize` must be a multiple of m={nm[1]}; got {blocksize}")
 
-    cdtype = torch.float64 if W0.dtype == torch.float64 else torch.float32  # compute dtype
-    U, dead = inverse_hessian_factor(H.to(W0.device, cdtype), percdamp)  # H^-1 = U^T U, U upper
-    W = W0.detach().clone().to(cdtype)
+    dtype = Ws[0].dtype
+    cdtype = torch.float64 if dtype == torch.float64 else torch.float32  # compute dtype
+    U, dead = inverse_hessian_factor(H.to(Ws[0].device, cdtype), percdamp)  # H^-1 = U^T U, U upper
+    W = torch.cat([w.detach().to(cdtype) for w in Ws], dim=0)  # (sum d_out_i, d_in): a new tensor
     W[:, dead] = 0.0
+    _prune_columns(W, U, [w.shape[0] for w in Ws], sparsity, nm, blocksize)
+    return [part.to(dtype) for part in W.split([w.shape[0] for w in Ws], dim=0)]
 
+
+def _prune_columns(W: Tensor, U: Tensor, sizes: list[int], sparsity: float, nm, blocksize: int) -> None:
+    """SparseGPT's loop over the columns of ``W`` (``[d_out, d_in]``, pruned in place) given the upper factor
+    ``U`` of ``H^-1``; ``sizes``: the row counts of the stacked matrices (each gets its own block masks)."""
+    d_out, d_in = W.shape
+    bounds = [0]
+    for size in sizes:
+        bounds.append(bounds[-1] + size)
+    WT = W.T.contiguous()  # (d_in, d_out): row j is column j of W, so every step touches contiguous memory
     for i1 in range(0, d_in, blocksize):
         i2 = min(i1 + blocksize, d_in)
         count = i2 - i1
-        # The block, transposed: row j of W1 is column i1+j of W, so each step touches contiguous memory.
-        W1 = W[:, i1:i2].T.contiguous()  # (count, d_out), updated column by column
+        W1 = WT[i1:i2]  # (count, d_out), the block (a view), updated column by column
         Err1 = torch.empty_like(W1)  # (count, d_out): the scaled errors err_j
         U1 = U[i1:i2, i1:i2]  # (count, count)
         d1 = torch.diag(U1)  # (count,)
 
-        if nm is None:  # adaptive mask of the whole block: the k lowest w^2 / U_jj^2 (ties: lower index)
-            k = int(W1.numel() * sparsity)
-            score = (W1 / d1[:, None]).square().T.reshape(1, -1)  # (1, d_out * count), row-major in W
-            prune1 = lowest_k(score, k).reshape(d_out, count).T  # (count, d_out)
-            scale1 = prune1.to(cdtype) / d1[:, None]  # err_j = w_j * scale1[j]
+        if nm is None:  # adaptive mask of the whole block, per matrix: the k lowest w^2 / U_jj^2 (ties: lower index)
+            prune1 = torch.empty_like(W1, dtype=torch.bool)
+            score = (W1 / d1[:, None]).square()  # (count, d_out)
+            for r0, r1 in zip(bounds[:-1], bounds[1:]):
+                k = int((r1 - r0) * count * sparsity)
+                seg = score[:, r0:r1].T.reshape(1, -1)  # (1, rows * count), row-major in W
+                prune1[:, r0:r1] = lowest_k(seg, k).reshape(r1 - r0, count).T
+            scale1 = prune1.to(W.dtype) / d1[:, None]  # err_j = w_j * scale1[j]
         else:
             prune1 = torch.zeros_like(W1, dtype=torch.bool)
             scale1 = torch.zeros_like(W1)
@@ -174,7 +212,7 @@ def sparsegpt_prune(weight, hessian, sparsity: float = 0.5, *, n: int | None = N
         # Columns j in sub-blocks of _SUB columns: the rank-1 OBS updates touch only the rest of the sub-block;
         # the sub-block's errors then update the rest of the block at once (the lazy trick, one level down).
         # Row j of W1 is never updated after step j, so err_j = w_j * scale1[j] can be recomputed from it.
-        rows_w, rows_s, rows_u = W1.unbind(0), scale1.unbind(0), U1.unbind(0)  # views, made once
+        rows_w, rows_s, rows_u, rows_e = W1.unbind(0), scale1.unbind(0), U1.unbind(0), Err1.unbind(0)
         for s1 in range(0, count, _SUB):
             s2 = min(s1 + _SUB, count)
             for j in range(s1, s2):
@@ -182,12 +220,11 @@ def sparsegpt_prune(weight, hessian, sparsity: float = 0.5, *, n: int | None = N
                     g = slice(j, j + nm[1])
                     prune1[g] = _lowest_in_group((W1[g] / d1[g, None]).square(), nm[1] - nm[0], earlier)
                     torch.div(prune1[g], d1[g, None], out=scale1[g])
+                torch.mul(rows_w[j], rows_s[j], out=rows_e[j])  # err_j = (w_j - q_j) / U_jj  (d_out,)
                 if j + 1 < s2:  # OBS update of the rest of the sub-block: W1[j+1:] -= U_j,j+1: (x) err_j
-                    W1[j + 1 : s2].addr_(rows_u[j][j + 1 : s2], rows_w[j] * rows_s[j], alpha=-1.0)
-            torch.mul(W1[s1:s2], scale1[s1:s2], out=Err1[s1:s2])  # err_j = (w_j - q_j) / U_jj, (sub, d_out)
-            W1[s2:] -= U1[s1:s2, s2:].T @ Err1[s1:s2]  # (count - s2, d_out)
+                    W1[j + 1 : s2].addr_(rows_u[j][j + 1 : s2], rows_e[j], alpha=-1.0)
+            W1[s2:].addmm_(U1[s1:s2, s2:].T, Err1[s1:s2], alpha=-1.0)  # (count - s2, d_out)
 
-        W[:, i1:i2] = W1.masked_fill(prune1, 0.0).T  # q_j: the kept, updated weights
-        W[:, i2:] -= Err1.T @ U[i1:i2, i2:]  # lazy batched update of every later column
-
-    return W.to(W0.dtype)
+        W1.masked_fill_(prune1, 0.0)  # q_j: the kept, updated weights
+        WT[i2:].addmm_(U[i1:i2, i2:].T, Err1, alpha=-1.0)  # lazy batched update of every later column
+    W.copy_(WT.T)

@@ -361,7 +361,7 @@ def prune_model(
         calibration = _check_calibration(calibration, model)
 
     from ..magnitude import global_magnitude_thresholds, magnitude_prune, random_prune
-    from ..sparsegpt import HessianAccumulator, sparsegpt_prune
+    from ..sparsegpt import HessianAccumulator, sparsegpt_prune_shared
     from ..wanda import InputNormAccumulator, wanda_prune
 
     n_, m_ = nm if nm is not None else (None, None)
@@ -441,19 +441,25 @@ def prune_model(
 
                     # 2. prune every linear of the block from those statistics
                     t0 = time.perf_counter()
+                    shared: dict[int, list[str]] = {}  # layers that share one accumulator (q/k/v; gate/up)
                     for name, lin in lins.items():
-                        w = lin.weight.detach()
                         acc = collector.stats(name)
                         if acc is None:  # the block's forward never used this layer: no statistics
                             warnings.warn(f"{full_name[id(lin)]} was not called by its block's forward; left dense",
                                           RuntimeWarning, stacklevel=2)
                             continue
                         if method == "sparsegpt":
-                            new = sparsegpt_prune(w, acc.hessian, sparsity, n=n_, m=m_, blocksize=blocksize,
-                                                  percdamp=percdamp)
+                            shared.setdefault(id(acc), []).append(name)
                         else:
-                            new = wanda_prune(w, acc.sq_norms, sparsity, n=n_, m=m_, group=wanda_group)
-                        set_weight(lin, new)
+                            new = wanda_prune(lin.weight.detach(), acc.sq_norms, sparsity, n=n_, m=m_,
+                                              group=wanda_group)
+                            set_weight(lin, new)
+                    for names in shared.values():  # one H^-1 factor and one column loop per shared Hessian
+                        news = sparsegpt_prune_shared([lins[nm_].weight.detach() for nm_ in names],
+                                                      collector.stats(names[0]).hessian, sparsity, n=n_, m=m_,
+                                                      blocksize=blocksize, percdamp=percdamp)
+                        for nm_, new in zip(names, news):
+                            set_weight(lins[nm_], new)
                     del collector
                     times["prune"] += time.perf_counter() - t0
 
