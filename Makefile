@@ -23,14 +23,16 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PRUNING_LAB_STRICT := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: help setup lock test-latest vendor book test test-unit test-slow test-notebooks test-browser execute clean
+.PHONY: help setup lock spread test-latest test-colab vendor book test test-unit test-slow test-notebooks test-browser execute clean
 
 help:
 	@echo "make book     build the HTML book into _build/html (sets itself up)"
 	@echo "make test     unit + grader tests, the embedded-LLM end-to-end test, nbval over every notebook,"
 	@echo "              the book build, the browser test"
+	@echo "make test-colab a new Colab user's setup cells in a fresh venv, from a built wheel (minutes)"
 	@echo "make test-slow only the end-to-end pruning run on the embedded LLM (minutes)"
 	@echo "make execute  re-execute every notebook in place and re-record chapters/expected (commit both)"
+	@echo "make spread   measure the rounding-sensitive values on other compute paths (after make execute)"
 	@echo "make lock     re-resolve requirements/lock.txt (newest versions); then make execute, test, commit"
 	@echo "make test-latest  unit tests in a separate venv with the newest versions (not part of make test)"
 	@echo "make clean    remove the build output (keeps .venv)"
@@ -78,6 +80,13 @@ execute: setup
 	$(PY) scripts/notebook_setup.py --write
 	PRUNING_LAB_RECORD=1 $(VENV)/bin/jupyter execute --inplace --timeout=900 $(NOTEBOOKS)
 
+# The spread of the rounding-sensitive values across compute paths (threads, vector ISA): book/data/spread.json,
+# and the appendix's tolerance table. Run after `make execute` (about 40 minutes on 2 cores).
+spread: setup
+	bash scripts/spread_runs.sh
+	$(PY) scripts/spread_seeds.py
+	$(PY) scripts/spread.py table
+
 # --- tests ---------------------------------------------------------------------------------------------------
 test-unit: setup
 	$(PYTEST) tests -m "not browser and not slow" -q
@@ -89,12 +98,18 @@ test-slow: setup
 test-notebooks: setup
 	$(PYTEST) $(NBVAL) -q $(NOTEBOOKS)
 
+# A new Colab user: every notebook's setup cell in a fresh venv (torch, transformers, accelerate only), from a
+# wheel of the package; then import, list the checkers, grade one exercise, load the embedded model.
+test-colab: setup
+	PYTHON=$(PYTHON) bash scripts/colab_standin.sh
+
 test-browser: setup
 	$(PYTEST) tests -m browser -q -rs
 
 test: setup vendor
 	$(MAKE) --no-print-directory test-unit
 	$(MAKE) --no-print-directory test-slow
+	$(MAKE) --no-print-directory test-colab
 	$(MAKE) --no-print-directory test-notebooks
 	$(MAKE) --no-print-directory book
 	$(MAKE) --no-print-directory test-browser

@@ -13,7 +13,7 @@ import yaml
 import pruning_lab
 from pruning_lab.exercises import available
 
-from notebook_setup import setup_source
+from notebook_setup import notebook_setup_source
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "chapters").glob("*.ipynb"))
@@ -45,7 +45,7 @@ def test_there_are_chapters_and_each_has_solutions():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_starts_with_the_setup_cell(path):
     first = _code(_read(path))[0]
-    assert first.source == setup_source(), f"{path.name}: run `python scripts/notebook_setup.py --write`"
+    assert first.source == notebook_setup_source(path), f"{path.name}: run `python scripts/notebook_setup.py --write`"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
