@@ -23,7 +23,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PRUNING_LAB_STRICT := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: help setup lock spread test-latest test-colab vendor book test test-unit test-slow test-notebooks test-browser execute clean
+.PHONY: help setup lock spread test-latest test-lowest test-colab vendor book test test-unit test-slow test-notebooks test-browser execute clean
 
 help:
 	@echo "make book     build the HTML book into _build/html (sets itself up)"
@@ -34,6 +34,7 @@ help:
 	@echo "make execute  re-execute every notebook in place and re-record chapters/expected (commit both)"
 	@echo "make spread   measure the rounding-sensitive values on other compute paths (after make execute)"
 	@echo "make lock     re-resolve requirements/lock.txt (newest versions); then make execute, test, commit"
+	@echo "make test-lowest  unit tests at the lower bounds of pyproject.toml (uv lowest-direct; not part of make test)"
 	@echo "make test-latest  unit tests in a separate venv with the newest versions (not part of make test)"
 	@echo "make clean    remove the build output (keeps .venv)"
 
@@ -86,6 +87,17 @@ spread: setup
 	bash scripts/spread_runs.sh
 	$(PY) scripts/spread_seeds.py
 	$(PY) scripts/spread.py table
+
+# The declared lower bounds of pyproject.toml, installed together (uv, lowest-direct), then the unit tests. torch stays
+# at the lock's CPU build (a lower torch is a CUDA download). Not part of `make test` (minutes of installs).
+test-lowest:
+	@test -x .venv-lowest/bin/python || $(PYTHON) -m venv .venv-lowest
+	$(PY) -m pip install -q "$(UV_SPEC)"
+	$(VENV)/bin/uv pip install -q --python .venv-lowest/bin/python --resolution lowest-direct \
+	  $(if $(wildcard $(WHEELS)),--find-links $(WHEELS)) "$(shell grep -m1 '^torch==' requirements/lock.in)" -e '.[llm,test]'
+	.venv-lowest/bin/python -m pip install -q --no-deps -r $(NODEPS)
+	PATH=$(CURDIR)/.venv-lowest/bin:$$PATH PRUNING_LAB_CACHE=$(CURDIR)/.venv-lowest/cache \
+	  .venv-lowest/bin/python -m pytest -p no:cacheprovider tests -m "not browser and not slow" -q
 
 # --- tests ---------------------------------------------------------------------------------------------------
 test-unit: setup

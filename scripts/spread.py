@@ -7,6 +7,7 @@ compares every such run with the committed records:
 
     .venv/bin/python scripts/spread.py collect NAME=DIR [NAME=DIR ...]   # -> book/data/spread.json
     .venv/bin/python scripts/spread.py table                             # -> book/generated/tolerances.md
+    .venv/bin/python scripts/spread.py previous COMMIT                   # -> _spread/previous/
 
 ``collect`` stores, per value, the recorded value and the relative deviation of every run, and per tolerance
 class the largest deviation; it exits 1 if a value deviates by more than its class's tolerance. ``table`` writes
@@ -51,9 +52,10 @@ def collect(runs: dict[str, Path]) -> int:
             provenance[name] = record["provenance"]
             for key, item in record["values"].items():
                 full = f"{path.stem}: {key}"
-                if full in values:
+                if full in values:  # a value printed with few digits may be off by half its last digit
                     rec = values[full]["recorded"]
-                    values[full]["deviation"][name] = abs(item["value"] / rec - 1) if rec else abs(item["value"])
+                    diff = max(0.0, abs(item["value"] - rec) - item.get("resolution", 0.0))
+                    values[full]["deviation"][name] = diff / abs(rec) if rec else diff
     by_class: dict[str, dict] = {}
     bad = []
     for key, v in values.items():
@@ -101,7 +103,53 @@ def table() -> str:
     return "\n".join(lines) + "\n"
 
 
+def previous(commit: str) -> None:
+    """The perplexities that another machine printed in Chapters 4 and 5 at ``commit`` (before the records
+    existed), as a record in ``_spread/previous/``: a data point from another CPU, rounded as printed (2 and 1
+    decimals), so its deviations include up to 0.05 / value of rounding."""
+    import re
+    import subprocess
+
+    def code_outputs(path: str) -> list[str]:
+        nb = json.loads(subprocess.run(["git", "show", f"{commit}:{path}"], cwd=ROOT, capture_output=True,
+                                       check=True, text=True).stdout)
+        return ["".join("".join(o.get("text", "") or o.get("data", {}).get("text/plain", ""))
+                        for o in c.get("outputs", [])) for c in nb["cells"] if c["cell_type"] == "code"]
+
+    ch4 = {}
+    for out in code_outputs("chapters/04_sparsegpt.ipynb"):
+        for m, p, v in re.findall(r"^(dense|magnitude|wanda|sparsegpt) ?(\S*)\s+perplexity\s+([\d.]+),", out, re.M):
+            ch4[f"perplexity {m} {p or '-'}"] = v
+    ch5 = {}
+    for out in code_outputs("chapters/05_wanda.ipynb"):
+        if out.startswith("method      30%"):
+            for line in out.splitlines()[2:]:
+                cells = line.split()
+                if cells[0] == "dense":
+                    ch5["perplexity dense"] = cells[2]
+                    continue
+                m = {"magnitude": "magnitude", "Wanda": "wanda", "SparseGPT": "sparsegpt"}[cells[0]]
+                for label, v in zip(["30%", "50%", "70%", "2:4"], cells[1:]):
+                    if v != "Ch.":
+                        ch5[f"perplexity {m} {label}"] = v
+    def half_digit(text: str) -> float:
+        return 0.5 * 10.0 ** -len(text.split(".")[1]) if "." in text else 0.5
+
+    folder = ROOT / "_spread" / "previous"
+    folder.mkdir(parents=True, exist_ok=True)
+    prov = {"processor": f"not recorded (the machine that executed commit {commit[:7]})", "threads": "?",
+            "cpu_capability": "?"}
+    for stem, values in [("04_sparsegpt", ch4), ("05_wanda", ch5)]:
+        (folder / f"{stem}.json").write_text(json.dumps(
+            {"provenance": prov, "values": {k: {"value": float(v.replace(",", "")), "resolution": half_digit(v)}
+                                            for k, v in values.items()}}, indent=1))
+        print(f"{stem}: {len(values)} values from commit {commit[:7]}")
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["previous"] and len(argv) == 2:
+        previous(argv[1])
+        return 0
     if argv[:1] == ["collect"] and len(argv) > 1:
         return collect({a.split("=", 1)[0]: Path(a.split("=", 1)[1]) for a in argv[1:]})
     if argv == ["table"]:

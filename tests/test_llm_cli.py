@@ -107,3 +107,14 @@ def test_module_entry_point_runs():
     result = subprocess.run([sys.executable, "-m", "pruning_lab", "prune", "--method", "wanda", "--pattern", "3:2"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "pattern" in result.stderr
+
+
+def test_the_converted_default_model_is_cached_per_transformers_version(tmp_path):
+    # 4.x cannot read the tokenizer files 5.x writes: a copy made by one release must not be read by another
+    import transformers
+
+    from pruning_lab.llm.models import DEFAULT_GGUF, _default_cache_key
+
+    (tmp_path / DEFAULT_GGUF).write_bytes(b"0" * 10)
+    key = _default_cache_key(tmp_path)
+    assert key.endswith(f"-10-transformers{transformers.__version__}")

@@ -53,11 +53,12 @@ def test_not_strict_prints_and_goes_on(tmp_path, env, capsys):
         Measured("other", tmp_path)("ppl", 30.0, "wanda")
 
 
-def test_record_dir_records_only(tmp_path, env):
+def test_record_dir_keeps_the_value_then_checks(tmp_path, env):
     record(tmp_path, env, {"ppl": (20.0, "wanda")})
     env.setenv("PRUNING_LAB_RECORD_DIR", str(tmp_path / "spread"))
     env.setenv("PRUNING_LAB_STRICT", "1")
-    Measured("nb", tmp_path)("ppl", 99.0, "wanda")  # no check in a spread run
+    with pytest.raises(AssertionError):
+        Measured("nb", tmp_path)("ppl", 99.0, "wanda")
     assert json.loads((tmp_path / "spread" / "nb.json").read_text())["values"]["ppl"]["value"] == 99.0
     assert json.loads((tmp_path / "nb.json").read_text())["values"]["ppl"]["value"] == 20.0
 

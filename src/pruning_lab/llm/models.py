@@ -72,7 +72,11 @@ def _default_cache_key(folder: Path) -> str:
     except importlib.metadata.PackageNotFoundError:  # pragma: no cover - found by find_spec but no metadata
         version = "unknown"
     size = (folder / DEFAULT_GGUF).stat().st_size
-    return f"{Path(DEFAULT_GGUF).stem}-fp32-v{version}-{size}"
+    # the converted copy's tokenizer files are written by transformers and read back by the same major release
+    # only (4.x cannot read what 5.x writes), so the copy is kept per transformers version
+    import transformers
+
+    return f"{Path(DEFAULT_GGUF).stem}-fp32-v{version}-{size}-transformers{transformers.__version__}"
 
 
 def _strip_quantizer(model: Any) -> None:
