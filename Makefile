@@ -90,7 +90,7 @@ spread: setup
 
 # The declared lower bounds of pyproject.toml, installed together (uv, lowest-direct), then the unit tests. torch stays
 # at the lock's CPU build (a lower torch is a CUDA download). Not part of `make test` (minutes of installs).
-test-lowest:
+test-lowest: setup
 	@test -x .venv-lowest/bin/python || $(PYTHON) -m venv .venv-lowest
 	$(PY) -m pip install -q "$(UV_SPEC)"
 	$(VENV)/bin/uv pip install -q --python .venv-lowest/bin/python --resolution lowest-direct \

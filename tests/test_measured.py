@@ -76,6 +76,7 @@ def test_claims_need_a_margin_wider_than_the_tolerance(tmp_path, env):
     m.ratio_above("x", 3.0, 2.0, 0.1)
     with pytest.raises(AssertionError, match="worst case"):
         m.ratio_above("ratio of ratios", 1.6, 1.2, 0.1, n_values=4)  # 1.6 (0.9/1.1)^2 = 1.07
+    m.ratio_above("per-value tolerances", 1.6, 1.2, [0.01, 0.1, 0.01, 0.1])  # 1.6 0.99/1.01 0.9/1.1 = 1.28
     m.same("a = b", 1.0, 1.1, 0.1)
     with pytest.raises(AssertionError, match="say which"):
         m.same("a = b", 1.0, 1.3, 0.1)

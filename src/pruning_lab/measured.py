@@ -36,14 +36,14 @@ from typing import Sequence
 __all__ = ["TOLERANCES", "Measured", "relative_tolerance", "provenance"]
 
 # Relative tolerance of each class: at least twice the largest relative deviation from the recorded value that
-# we measured across compute paths (OMP_NUM_THREADS 1/2/4, ATEN_CPU_CAPABILITY default/avx2, two CPU vendors).
-# The measurements are in book/data/spread.json (scripts/spread.py); tests/test_measured.py checks that every
-# class still covers them.
+# was measured across compute paths (other thread counts, PyTorch's AVX2 kernels instead of AVX-512, and the
+# outputs another machine printed before the records existed). The measurements are in book/data/spread.json
+# (`make spread`, scripts/spread.py); tests/test_measured.py checks that every class still covers them.
 TOLERANCES: dict[str, float] = {
     "dense": 1e-4,      # no data-driven choice: the dense model, magnitude and random masks (Ch. 1, 4, 5)
     "layer": 0.05,      # one matrix pruned from real calibration data (Ch. 4, 5 single-layer errors)
-    "wanda": 0.03,      # whole model pruned by Wanda, and values computed from it
-    "sparsegpt": 0.08,  # whole model pruned by SparseGPT (its masks flip with the rounding and compound)
+    "wanda": 0.04,      # whole model pruned by Wanda, and values computed from it
+    "sparsegpt": 0.20,  # whole model pruned by SparseGPT (its masks flip with the rounding and compound)
     "trained": 0.10,    # small networks trained with SGD (the digits MLP of Ch. 2 and 3)
 }
 
@@ -177,14 +177,16 @@ class Measured:
                                      f"tolerances ({ra:.1%}, {rb:.1%}): reword it as no difference")
 
     def ratio_above(self, claim: str, ratio: float, bound: float, tol, n_values: int = 2) -> None:
-        """Assert that a ratio computed from ``n_values`` tolerated values (a / b: 2; (a / b) / (c / d): 4) exceeds
-        ``bound`` even when every value errs by the tolerance in the worst direction: the ratio may then be off by
-        a factor ((1 + r) / (1 - r)) ** (n_values / 2)."""
-        r = relative_tolerance(tol)
-        worst = ratio * ((1 - r) / (1 + r)) ** (n_values / 2)
+        """Assert that a ratio of tolerated values (a / b, or (a / b) / (c / d)) exceeds ``bound`` even when every
+        value errs by its tolerance r in the worst direction: each value may move the ratio by a factor down to
+        sqrt((1 - r) / (1 + r)), a symmetric bound on 1 - r (numerator) and 1 / (1 + r) (denominator).
+        ``tol``: one class (or number) for ``n_values`` values, or a list with one per value."""
+        tols = list(tol) if isinstance(tol, (list, tuple)) else [tol] * n_values
+        rs = [relative_tolerance(t) for t in tols]
+        worst = ratio * math.prod(math.sqrt((1 - r) / (1 + r)) for r in rs)
         if not worst > bound:
             raise AssertionError(f"claim {claim!r}: ratio {ratio:.4g} is not above {bound:g} with the margin of the "
-                                 f"tolerance ({r:.1%} on each of {n_values} values; worst case {worst:.4g})")
+                                 f"tolerances ({', '.join(f'{r:.1%}' for r in rs)}; worst case {worst:.4g})")
 
     def same(self, claim: str, a: float, b: float, tol) -> None:
         """Assert a claim of *no difference*: ``a`` and ``b`` differ by less than their tolerances allow,
