@@ -81,8 +81,9 @@ execute: setup
 	$(PY) scripts/notebook_setup.py --write
 	PRUNING_LAB_RECORD=1 $(VENV)/bin/jupyter execute --inplace --timeout=900 $(NOTEBOOKS)
 
-# The spread of the rounding-sensitive values across compute paths (threads, vector ISA): book/data/spread.json,
-# and the appendix's tolerance table. Run after `make execute` (about 40 minutes on 2 cores).
+# The acceptance runs for other machines (strict nbval with 1 thread, and with AVX2 kernels), which also measure the
+# spread of the rounding-sensitive values: book/data/spread.json, the calibration-seed spread, the appendix's
+# tolerance table. Run after `make execute` (about 45 minutes on 2 cores).
 spread: setup
 	bash scripts/spread_runs.sh
 	$(PY) scripts/spread_seeds.py

@@ -29,8 +29,9 @@ CLASS_TEXT = {
     "dense": "no data-driven choice: the dense model, magnitude and random masks",
     "layer": "one matrix pruned with real calibration data (single-layer errors)",
     "wanda": "the whole model pruned by Wanda, and numbers computed from it",
-    "sparsegpt": "the whole model pruned by SparseGPT, and numbers computed from it",
-    "trained": "small networks trained with SGD (the digits MLP)",
+    "sparsegpt": "the whole model pruned by SparseGPT (50% unstructured, 2:4, 4:8, 30%), and numbers from it",
+    "sparsegpt-high": "the whole model pruned by SparseGPT at 70%",
+    "trained": "small networks trained with SGD (the digits MLP of Chapter 2)",
 }
 
 
