@@ -79,8 +79,12 @@ def collect(runs: dict[str, Path]) -> int:
 
 def table() -> str:
     spread = json.loads((DATA / "spread.json").read_text())
-    runs = ", ".join(f"{name} ({p['processor']}, {p['threads']} threads, {p['cpu_capability']})"
-                     for name, p in spread["runs"].items())
+    def where(p: dict) -> str:
+        if p["threads"] == "?":
+            return p["processor"]
+        return f"{p['processor']}, {p['threads']} thread{'' if p['threads'] == '1' else 's'}, {p['cpu_capability']}"
+
+    runs = ", ".join(f"{name} ({where(p)})" for name, p in spread["runs"].items())
     ref = spread["reference"]
     lines = [f"Reference: the committed records, made on {ref['processor']} with {ref['threads']} threads "
              f"({ref['cpu_capability']}), Python {ref['python']}, torch {ref['torch']}, transformers "
@@ -94,7 +98,8 @@ def table() -> str:
     seeds_path = DATA / "seed_spread.json"
     if seeds_path.exists():
         seeds = json.loads(seeds_path.read_text())
-        lines += ["", f"Calibration seeds {seeds['seeds'][0]}-{seeds['seeds'][-1]} ({seeds['setup']}):", "",
+        lines += ["", f"Calibration seeds {seeds['seeds'][0]}-{seeds['seeds'][-1]} ({seeds['setup']}; "
+                  f"{seeds['threads']} thread{'' if seeds['threads'] == 1 else 's'}, so seed 0 is run t1's):", "",
                   "| configuration | mean perplexity | min | max | range / mean |", "|---|---|---|---|---|"]
         for k, s in seeds["perplexity"].items():
             lines.append(f"| {k} | {s['mean']:.2f} | {s['min']:.2f} | {s['max']:.2f} | {s['rel_range']:.1%} |")
