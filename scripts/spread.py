@@ -32,6 +32,7 @@ CLASS_TEXT = {
     "sparsegpt": "the whole model pruned by SparseGPT (50% unstructured, 2:4, 4:8, 30%), and numbers from it",
     "sparsegpt-high": "the whole model pruned by SparseGPT at 70%",
     "trained": "small networks trained with SGD (the digits MLP of Chapter 2)",
+    "lottery": "the lottery-ticket experiment, trained in float64 (Chapter 6): accuracies, early-stopping iterations",
 }
 
 

@@ -49,6 +49,19 @@ def test_rounds_for():
         lt.rounds_for(0.5, 1.0)
 
 
+def test_kept_counts_match_prune_round():
+    w = lt.prunable_weights(_net(7))
+    rates = {"0": 0.2, "2": 0.2, "4": 0.1}
+    counts = lt.kept_counts({k: v.numel() for k, v in w.items()}, rates, 6)
+    m = lt.full_masks(w)
+    for r in range(6):
+        assert counts[r] == {k: int(x.sum()) for k, x in m.items()}
+        m = lt.prune_round(_perturb(w, r), m, rates)
+    assert counts[6] == {k: int(x.sum()) for k, x in m.items()}
+    with pytest.raises(ValueError, match="rates"):
+        lt.kept_counts({"a": 10}, {"b": 0.2}, 2)
+
+
 # ------------------------------------------------------------------------------------------- one round
 def test_layer_round_counts_and_no_revival():
     w = lt.prunable_weights(_net())

@@ -114,6 +114,7 @@ def test_bad_config(kw, word):
 def test_paper_config_and_mnist_loader(monkeypatch):
     cfg = lx.LotteryConfig.paper(n_val=10, n_test=10)
     assert (cfg.dataset, cfg.iterations, cfg.batch, cfg.lr) == ("mnist", 50_000, 60, 1.2e-3)
+    assert (lx.LotteryConfig(dataset="mnist").n_test, lx.LotteryConfig().n_test) == (10000, 500)
 
     class Fake:
         data = np.random.default_rng(0).integers(0, 256, size=(50, 784)).astype(float)
@@ -125,3 +126,16 @@ def test_paper_config_and_mnist_loader(monkeypatch):
     data = lx.load_data(cfg)
     assert data.X_train.shape == (30, 784) and float(data.X_train.max()) <= 1.0
     assert data.y_train.dtype == torch.long
+
+
+def test_paired_differences(small):
+    cfg, _, res = small
+    x, d, hw = lx.paired(res, "ticket", "dense")
+    assert len(x) == cfg.rounds and (hw >= 0).all()
+    manual = res.levels[2].test_acc["ticket"].double() - res.levels[0].test_acc["dense"].double()
+    assert d[1] == pytest.approx(manual.mean().item())
+    _, d2, _ = lx.paired(res, "ticket", "reinit", level=2)
+    manual = res.levels[2].test_acc["ticket"].double() - res.levels[2].test_acc["reinit"].double()
+    assert d2.item() == pytest.approx(manual.mean().item())
+    x0, d0, hw0 = lx.paired(res, "ticket", "ticket")
+    assert (d0 == 0).all() and (hw0 == 0).all()

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from ._validate import all_finite, check_choice
 
 __all__ = [
-    "per_round_rate", "rounds_for", "prune_round", "remaining_fraction", "full_masks", "apply_masks", "reset",
+    "per_round_rate", "rounds_for", "kept_counts", "prune_round", "remaining_fraction", "full_masks", "apply_masks", "reset",
     "rewind", "random_mask", "magnitude_mask_like", "glorot_normal", "random_reinit", "prunable_weights",
     "load_weights", "train_masked",
 ]
@@ -56,6 +56,21 @@ def rounds_for(final_remaining: float, rate: float) -> int:
         raise ValueError("`rate` must be > 0 to reach `final_remaining` < 1")
     k = math.ceil(math.log(final_remaining) / math.log(1.0 - rate) - 1e-12)
     return max(k, 0)
+
+
+def kept_counts(numels: Mapping[str, int], rates: Mapping[str, float], rounds: int) -> list[dict[str, int]]:
+    """Weights kept per layer after 0, 1, ..., ``rounds`` rounds of :func:`prune_round` (``scope="layer"``):
+    each round removes ``round(rate * kept)`` of a layer's ``kept`` weights. ``numels``: layer -> weight count
+    (Chapter 6)."""
+    if set(rates) != set(numels):
+        raise ValueError(f"`rates` must have one entry per layer {sorted(numels)}; got {sorted(rates)}")
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
+        raise ValueError(f"`rounds` must be an integer >= 0; got {rounds!r}")
+    out = [dict(numels)]
+    for _ in range(rounds):
+        prev = out[-1]
+        out.append({k: prev[k] - round(_check_rate_value(rates[k], f"rates[{k!r}]") * prev[k]) for k in prev})
+    return out
 
 
 # ----------------------------------------------------------------------------------------- checks

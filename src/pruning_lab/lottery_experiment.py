@@ -32,7 +32,7 @@ from torch import Tensor
 from . import lottery as lt
 from ._validate import check_choice
 
-__all__ = ["ARMS", "LotteryConfig", "LotteryData", "LevelResult", "LotteryResult", "load_data", "run"]
+__all__ = ["ARMS", "LotteryConfig", "LotteryData", "LevelResult", "LotteryResult", "load_data", "run", "paired"]
 
 ARMS = ("ticket", "reinit", "random_mask", "one_shot", "rewind", "no_reset")
 LAYERS = ("fc1", "fc2", "fc3")
@@ -55,12 +55,16 @@ class LotteryConfig:
     rewind_iteration: int = 50
     control_every: int = 2  # the controls (reinit, random_mask, one_shot) train at every 2nd level and the last
     arms: tuple[str, ...] = ARMS
-    n_val: int = 300
-    n_test: int = 500
+    n_val: int | None = None  # default: 300 digits, or 5,000 MNIST images (the paper's)
+    n_test: int | None = None  # default: 500 digits, or MNIST's 10,000
     split_seed: int = 1234
+    dtype: torch.dtype = torch.float64  # float32 training drifts apart on other CPUs (see the chapter); float64 not
 
     def __post_init__(self) -> None:
         check_choice(self.dataset, "dataset", {"digits", "mnist"})
+        for name, default in (("n_val", {"digits": 300, "mnist": 5000}), ("n_test", {"digits": 500, "mnist": 10000})):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default[self.dataset])
         for a in self.arms:
             check_choice(a, "arms", set(ARMS))
         if self.rewind_iteration % self.eval_every or not 0 < self.rewind_iteration < self.iterations:
@@ -76,8 +80,8 @@ class LotteryConfig:
     @classmethod
     def paper(cls, **kw) -> "LotteryConfig":
         """The paper's LeNet-300-100 run on MNIST (needs the internet once, and hours on a CPU)."""
-        base = dict(dataset="mnist", iterations=50_000, eval_every=100, rewind_iteration=500, n_val=5000,
-                    n_test=10000, rounds=20, control_every=1)
+        base = dict(dataset="mnist", iterations=50_000, eval_every=100, rewind_iteration=500, rounds=20,
+                    control_every=1)
         return cls(**{**base, **kw})
 
 
@@ -107,6 +111,7 @@ def load_data(cfg: LotteryConfig) -> LotteryData:
         d = fetch_openml("mnist_784", version=1, as_frame=False, parser="liac-arff")
         X = torch.as_tensor(d.data, dtype=torch.float32) / 255.0
         y = torch.as_tensor(d.target.astype("int64"))
+    X = X.to(cfg.dtype)
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(cfg.split_seed))
     te, va, tr = perm[:cfg.n_test], perm[cfg.n_test:cfg.n_test + cfg.n_val], perm[cfg.n_test + cfg.n_val:]
     return LotteryData(X[tr], y[tr], X[va], y[va], X[te], y[te])
@@ -161,6 +166,7 @@ def train_batched(W0, b0, masks, data: LotteryData, seeds: list[int], cfg: Lotte
     """Train S masked networks from ``(W0, b0)`` with a fresh Adam for ``cfg.iterations`` steps; network s
     reads minibatches in the order of ``seeds[s]``. Pruned weights stay exactly zero (masked gradients, mask
     re-applied after every step). Inputs are not modified."""
+    masks = [m.to(w.dtype) for w, m in zip(W0, masks)]  # 0./1.: multiplying by a bool tensor would convert it each time
     W = [w.detach().clone().mul_(m).requires_grad_(True) for w, m in zip(W0, masks)]
     b = [c.detach().clone().requires_grad_(True) for c in b0]
     # fresh per run: no momentum carried across rounds; fused: one kernel for all parameters (2x faster on a CPU)
@@ -231,20 +237,42 @@ class LotteryResult:
                             if i == 0 or arm in lv.test_acc])
 
 
+def paired(res: LotteryResult, a: str, b: str, what: str = "test_acc", level: int | None = None):
+    """The seed-paired difference ``a - b`` of ``what`` at the levels where both arms were trained: returns
+    ``(remaining, mean, half_width)`` with the half-width of a 95% Student-t interval over the seeds (seed s of
+    every arm starts from the same theta_0 and reads the same minibatches, so pairing removes their share of
+    the variance). ``b="dense"`` compares with the same seed's dense network. A difference whose interval
+    contains 0 is no difference (Chapter 6)."""
+    from scipy.stats import t as student_t
+
+    rows = []
+    for i, lv in enumerate(res.levels):
+        va = getattr(lv, what).get("dense" if i == 0 else a)
+        vb = getattr(res.levels[0], what)["dense"] if b == "dense" else getattr(lv, what).get("dense" if i == 0 else b)
+        if i > 0 and va is not None and vb is not None and (level is None or i == level):
+            rows.append((lv.remaining, (va.double() - vb.double())))
+    if not rows:
+        raise ValueError(f"`a`, `b`: arms {a!r} and {b!r} share no trained level")
+    n = rows[0][1].numel()
+    tq = float(student_t.ppf(0.975, n - 1))
+    remaining = torch.tensor([r for r, _ in rows])
+    d = torch.stack([x for _, x in rows])  # (levels, seeds)
+    return remaining, d.mean(1), tq * d.std(1) / math.sqrt(n)
+
+
 def _early_stop(run: TrainRun) -> tuple[Tensor, Tensor, Tensor]:
     best = run.val_loss.argmin(0)  # (S,) first minimum
     S = run.val_loss.shape[1]
     return run.iters[best], run.test_acc[best, torch.arange(S)], run.test_acc[-1]
 
 
-def _init(sizes, seeds: list[int], salt: int = 0) -> tuple[list[Tensor], list[Tensor]]:
+def _init(sizes, seeds: list[int], salt: int = 0, dtype: torch.dtype = torch.float64):
     """Gaussian Glorot weights (the paper's) and zero biases for each seed: ``[S, out, in]`` per layer."""
     W = []
     for out, inp in sizes:
-        W.append(torch.stack([lt.glorot_normal((out, inp), torch.Generator().manual_seed(1000 * s + 7 * salt
-                                                                                        + len(W)))
-                              for s in seeds]))
-    return W, [torch.zeros(len(seeds), out) for out, _ in sizes]
+        gens = [torch.Generator().manual_seed(1000 * s + 7 * salt + len(W)) for s in seeds]
+        W.append(torch.stack([lt.glorot_normal((out, inp), g, dtype) for g in gens]))
+    return W, [torch.zeros(len(seeds), out, dtype=dtype) for out, _ in sizes]
 
 
 def _as_dict(W: list[Tensor], s: int) -> dict[str, Tensor]:
@@ -262,7 +290,7 @@ def run(cfg: LotteryConfig = LotteryConfig(), data: LotteryData | None = None, *
     seeds, arms, n = list(cfg.seeds), list(cfg.arms), len(cfg.seeds)
     sizes = _sizes(cfg, data.X_train.shape[1])
     rates = dict(zip(LAYERS, cfg.rates))
-    W0, b0 = _init(sizes, seeds)
+    W0, b0 = _init(sizes, seeds, dtype=cfg.dtype)
     ones = [torch.ones_like(w, dtype=torch.bool) for w in W0]
     dense = train_batched(W0, b0, ones, data, seeds, cfg, keep_checkpoint=True)
     es, acc, fin = _early_stop(dense)
@@ -287,7 +315,7 @@ def run(cfg: LotteryConfig = LotteryConfig(), data: LotteryData | None = None, *
                 w = [x.clone() for x in src]
             elif a == "reinit":
                 m = ticket_masks
-                w, _ = _init(sizes, seeds, salt=level)
+                w, _ = _init(sizes, seeds, salt=level, dtype=cfg.dtype)
             elif a == "random_mask":
                 m = [lt.random_mask(ticket_masks[s], seed=1000 * seeds[s] + level) for s in range(n)]
                 w = [x.clone() for x in W0]
