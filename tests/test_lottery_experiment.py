@@ -93,6 +93,15 @@ def test_batched_training_equals_one_network_at_a_time():
         assert (w[~m] == 0).all()
 
 
+def test_early_stopping_is_the_minimum_validation_loss():
+    cfg = lx.small_config(iterations=60, eval_every=10)
+    data = lx.load_data(cfg)
+    W, b = lx._init(lx._sizes(cfg, 64), [0, 1, 2])
+    run = lx.train_batched(W, b, [torch.ones_like(w, dtype=torch.bool) for w in W], data, [0, 1, 2], cfg)
+    assert torch.equal(run.es_iter, run.iters[run.val_loss.argmin(0)])
+    assert ((run.test_acc > 0) & (run.test_acc <= 1)).all()
+
+
 def test_train_batched_does_not_modify_its_inputs():
     cfg = lx.small_config(iterations=20, eval_every=10)
     data = lx.load_data(cfg)

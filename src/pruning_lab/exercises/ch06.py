@@ -14,7 +14,7 @@ import torch
 from .. import lottery as ref
 from ._core import Case, Checker, register
 
-# Worked example of the chapter: one 2x5 layer after an earlier round pruned three of its ten weights.
+# The checkers' worked example: one 2x5 layer after an earlier round pruned three of its ten weights.
 INIT_EX = torch.tensor([[0.31, -0.22, 0.64, -0.05, 0.27], [-0.49, 0.12, 0.18, 0.55, -0.36]])  # theta_0
 W_EX = torch.tensor([[0.42, -0.07, 0.91, -0.33, 0.15], [-0.58, 0.26, -0.04, 0.77, -0.19]])  # trained
 MASK_EX = torch.tensor([[True, True, True, False, True], [True, True, False, True, False]])
