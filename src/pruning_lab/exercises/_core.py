@@ -172,7 +172,15 @@ def compare(expected: Any, got: Any, rtol: float, atol: float) -> str | None:
         where = tuple(int(i) for i in torch.nonzero(err == err.max())[0])
         return (f"values differ: max |error| = {err.max().item():.3g} at index {where} "
                 f"(expected {expected[where].item():.6g}, got {got[where].item():.6g})")
-    if isinstance(expected, bool) or isinstance(expected, int):
+    if isinstance(expected, bool):  # a yes/no answer: True or False (or a one-element bool tensor)
+        if isinstance(got, Tensor) and got.numel() == 1 and got.dtype == torch.bool:
+            got = bool(got.item())
+        if not isinstance(got, bool):
+            return f"expected True or False (a bool), got {_fmt(got)} ({type(got).__name__})"
+        if got != expected:
+            return f"expected {expected}, got {got}"
+        return None
+    if isinstance(expected, int):
         if isinstance(got, Tensor) and got.numel() == 1:
             got = got.item()
         if isinstance(got, bool) or not isinstance(got, int) and not (isinstance(got, float) and got.is_integer()):
