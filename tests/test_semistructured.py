@@ -463,3 +463,15 @@ def test_forced_backend_sets_and_restores_the_flag():
     with pytest.raises(ValueError, match="`backend`"):
         with sem.forced_backend("auto"):
             pass
+
+
+def test_speedup_series_groups_by_shape_and_backend():
+    from pruning_lab.semistructured import speedup_series
+
+    rows = [dict(d_out=4096, d_in=4096, tokens=t, dtype="float16", backend="cusparselt", speedup=s)
+            for t, s in [(64, 1.1), (1, 0.5)]]
+    rows += [dict(d_out=4096, d_in=4096, tokens=8, dtype="bfloat16", backend="cusparselt", speedup=1.0),
+             dict(d_out=576, d_in=1536, tokens=8, dtype="float16", backend="cutlass", error="boom")]
+    assert speedup_series({"timings": rows}) == {("4096x4096", "cusparselt"): [(1, 0.5), (64, 1.1)]}
+    with pytest.raises(ValueError, match="result"):
+        speedup_series({"rows": []})

@@ -362,3 +362,17 @@ def benchmark_linear(d_out: int, d_in: int, tokens: int, dtype: torch.dtype = to
         "dense_iqr_ms": times["dense"].iqr * 1e3, "sparse_iqr_ms": times["sparse"].iqr * 1e3,
         "max_abs_err": errors["max_abs_err"], "max_rel_err": errors["max_rel_err"], "ok": errors["ok"],
     }
+
+
+def speedup_series(result: dict, dtype: str = "float16") -> dict[tuple[str, str], list[tuple[int, float]]]:
+    """From a ``benchmarks/gpu_check.py`` result: ``{(shape "d_outxd_in", backend): [(tokens, speedup), ...]}``
+    for the timings of ``dtype`` that ran without error, sorted by tokens (Chapter 7)."""
+    if not isinstance(result, dict) or "timings" not in result:
+        raise ValueError("`result` must be the dict that benchmarks/gpu_check.py writes (with a 'timings' list)")
+    series: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    for row in result["timings"]:
+        if row.get("dtype") != dtype or "error" in row or row.get("speedup") is None:
+            continue
+        series.setdefault((f"{row['d_out']}x{row['d_in']}", row["backend"]), []).append(
+            (int(row["tokens"]), float(row["speedup"])))
+    return {k: sorted(v) for k, v in series.items()}
