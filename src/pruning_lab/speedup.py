@@ -1,0 +1,119 @@
+"""What speedup pruning can buy: Amdahl's law, the memory-bandwidth bound, and timing with a spread (Chapter 8).
+
+Amdahl (1967): if a fraction ``f`` of the run time is spent in the part that pruning accelerates, and that part
+becomes ``s`` times faster, the whole becomes ``1 / ((1 - f) + f / s)`` times faster, and never more than
+``1 / (1 - f)``. When decoding one token at a time the matrix products are limited by the bytes of weights read
+from memory, not by arithmetic; then the speedup of a sparse format is bounded by how many fewer bytes it reads.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from typing import Callable, Sequence
+
+__all__ = ["amdahl", "amdahl_limit", "fraction_needed", "bytes_per_weight", "bandwidth_speedup", "crossover",
+           "time_call"]
+
+
+def _fraction(f, name: str = "f") -> float:
+    if isinstance(f, bool) or not isinstance(f, (int, float)) or math.isnan(float(f)) or not 0.0 <= f <= 1.0:
+        raise ValueError(f"`{name}` must be a fraction of the run time in [0, 1]; got {f!r}")
+    return float(f)
+
+
+def _positive(x, name: str) -> float:
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or math.isnan(float(x)) or not x > 0:
+        raise ValueError(f"`{name}` must be a positive number; got {x!r}")
+    return float(x)
+
+
+def amdahl(f: float, s: float) -> float:
+    """End-to-end speedup ``1 / ((1 - f) + f / s)`` when the fraction ``f`` of the time gets ``s`` times faster
+    (``s < 1`` is a slowdown) (Chapter 8)."""
+    f, s = _fraction(f), _positive(s, "s")
+    return 1.0 / ((1.0 - f) + f / s)
+
+
+def amdahl_limit(f: float) -> float:
+    """The speedup as ``s`` grows without bound, ``1 / (1 - f)`` (``inf`` for ``f = 1``) (Chapter 8)."""
+    f = _fraction(f)
+    return math.inf if f == 1.0 else 1.0 / (1.0 - f)
+
+
+def fraction_needed(target: float, s: float) -> float:
+    """The fraction ``f`` of the time that must get ``s`` times faster for an end-to-end ``target`` speedup:
+    ``f = (1 - 1/target) / (1 - 1/s)``. ``ValueError`` if ``target`` cannot be reached with this ``s``
+    (Chapter 8)."""
+    target, s = _positive(target, "target"), _positive(s, "s")
+    if target == 1.0:
+        return 0.0
+    if s == 1.0 or (target > 1.0) != (s > 1.0) or (target > 1.0 and target > s) or (target < 1.0 and target < s):
+        raise ValueError(f"`target` {target:g} cannot be reached with s = {s:g}: the end-to-end speedup lies "
+                         f"between 1 and s")
+    return (1.0 - 1.0 / target) / (1.0 - 1.0 / s)
+
+
+def bytes_per_weight(fmt: str, value_bytes: int = 2, *, density: float = 0.5, index_bytes: int = 4) -> float:
+    """Bytes read per *dense* weight position for a weight format (Chapter 8): ``"dense"`` (``value_bytes``),
+    ``"2:4"`` (half the values plus 1 bit of metadata per weight), ``"structured"`` (a dense matrix with a
+    fraction ``density`` of the weights left), ``"csr"`` (``density`` of the values, each with a column index of
+    ``index_bytes``; row pointers ignored)."""
+    value_bytes = _positive(value_bytes, "value_bytes")
+    density = _fraction(density, "density")
+    if fmt == "dense":
+        return value_bytes
+    if fmt == "2:4":
+        return value_bytes / 2 + 1 / 8
+    if fmt == "structured":
+        return value_bytes * density
+    if fmt == "csr":
+        return density * (value_bytes + _positive(index_bytes, "index_bytes"))
+    raise ValueError(f"`fmt` must be one of ['2:4', 'csr', 'dense', 'structured']; got {fmt!r}")
+
+
+def bandwidth_speedup(fmt: str, value_bytes: int = 2, **kw) -> float:
+    """The speedup bound of a memory-bound matrix product (decoding one token): dense bytes over the format's
+    bytes, from :func:`bytes_per_weight` (Chapter 8). 2:4 in fp16: 2 / 1.125 = 1.78x, not 2x."""
+    return bytes_per_weight("dense", value_bytes) / bytes_per_weight(fmt, value_bytes, **kw)
+
+
+def crossover(xs: Sequence[float], dense: Sequence[float], sparse: Sequence[float]) -> float | None:
+    """The first ``x`` (e.g. a sparsity) at which ``sparse`` time drops below ``dense`` time, by linear
+    interpolation between the two measured points around the crossing; ``None`` if it never does, ``xs[0]``
+    if it already does at the first point. ``xs`` increasing (Chapter 8)."""
+    if not (len(xs) == len(dense) == len(sparse)) or len(xs) < 2:
+        raise ValueError("`xs`, `dense` and `sparse` must be sequences of the same length >= 2")
+    if any(b <= a for a, b in zip(xs, xs[1:])):
+        raise ValueError("`xs` must be strictly increasing")
+    diff = [s - d for s, d in zip(sparse, dense)]  # > 0: sparse slower
+    if diff[0] < 0:
+        return float(xs[0])
+    for (x0, d0), (x1, d1) in zip(zip(xs, diff), zip(xs[1:], diff[1:])):
+        if d1 < 0 <= d0:
+            return float(x0 + (x1 - x0) * d0 / (d0 - d1))
+    return None
+
+
+def time_call(fn: Callable[[], object], *, repeats: int = 7, warmup: int = 1,
+              sync: Callable[[], None] | None = None) -> dict[str, float]:
+    """Wall-clock time of ``fn()`` over ``repeats`` runs after ``warmup`` runs: median, the spread (min, max and
+    the inter-quartile range), in seconds. ``sync`` (e.g. ``torch.cuda.synchronize``) is called before each clock
+    reading (Chapter 8)."""
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 3:
+        raise ValueError(f"`repeats` must be an integer >= 3 (a spread needs several runs); got {repeats!r}")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"`warmup` must be an integer >= 0; got {warmup!r}")
+    sync = sync or (lambda: None)
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    q1, _, q3 = statistics.quantiles(times, n=4)
+    return {"median": statistics.median(times), "min": min(times), "max": max(times), "iqr": q3 - q1,
+            "repeats": repeats}

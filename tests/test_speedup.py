@@ -1,0 +1,60 @@
+"""pruning_lab.speedup: Amdahl, the bandwidth bound, crossovers and timing (Chapter 8)."""
+import math
+
+import pytest
+
+from pruning_lab import speedup as sp
+
+
+def test_amdahl_worked_problem_and_limits():
+    assert sp.amdahl(0.7, 2) == pytest.approx(1 / 0.65)  # seed 001, problem 5: 1.54x
+    assert round(sp.amdahl(0.7, 2), 2) == 1.54
+    assert sp.amdahl(0.0, 10) == 1.0 and sp.amdahl(1.0, 3) == pytest.approx(3.0)
+    assert sp.amdahl(0.5, 0.5) < 1  # a slowdown of the accelerated part
+    assert sp.amdahl_limit(0.7) == pytest.approx(1 / 0.3) and sp.amdahl_limit(1.0) == math.inf
+    assert sp.amdahl(0.7, 1e9) == pytest.approx(sp.amdahl_limit(0.7))
+
+
+def test_fraction_needed_inverts_amdahl():
+    for f in (0.1, 0.5, 0.9):
+        for s in (1.5, 2.0, 4.0):
+            assert sp.fraction_needed(sp.amdahl(f, s), s) == pytest.approx(f)
+    assert sp.fraction_needed(1.0, 2.0) == 0.0
+    with pytest.raises(ValueError, match="cannot be reached"):
+        sp.fraction_needed(3.0, 2.0)
+    with pytest.raises(ValueError, match="cannot be reached"):
+        sp.fraction_needed(1.5, 0.5)
+
+
+@pytest.mark.parametrize("call, word", [(lambda: sp.amdahl(1.2, 2), "`f`"), (lambda: sp.amdahl(0.5, 0), "`s`"),
+                                        (lambda: sp.amdahl(float("nan"), 2), "`f`"),
+                                        (lambda: sp.amdahl(True, 2), "`f`"),
+                                        (lambda: sp.bytes_per_weight("coo"), "`fmt`"),
+                                        (lambda: sp.time_call(lambda: None, repeats=2), "repeats")])
+def test_bad_input(call, word):
+    with pytest.raises(ValueError, match=word):
+        call()
+
+
+def test_bandwidth_bound_counts_the_metadata():
+    assert sp.bytes_per_weight("2:4") == pytest.approx(1.125)  # 1 byte of values + 1 bit of metadata
+    assert sp.bandwidth_speedup("2:4") == pytest.approx(2 / 1.125)  # 1.78x, not 2x
+    assert sp.bandwidth_speedup("structured", density=0.5) == pytest.approx(2.0)
+    assert sp.bandwidth_speedup("csr", density=0.5) == pytest.approx(2 / 3)  # fp16 + int32 index: slower
+    assert sp.bandwidth_speedup("csr", density=1 / 6) == pytest.approx(2.0)
+
+
+def test_crossover_interpolates():
+    xs = [0.5, 0.7, 0.9, 0.99]
+    assert sp.crossover(xs, [1, 1, 1, 1], [3, 2, 0.5, 0.1]) == pytest.approx(0.7 + 0.2 * 1 / 1.5)
+    assert sp.crossover(xs, [1, 1, 1, 1], [2, 2, 2, 2]) is None
+    assert sp.crossover(xs, [1, 1, 1, 1], [0.5, 0.4, 0.3, 0.2]) == 0.5
+    with pytest.raises(ValueError, match="increasing"):
+        sp.crossover([0.5, 0.5], [1, 1], [1, 1])
+
+
+def test_time_call_reports_a_spread():
+    calls = []
+    out = sp.time_call(lambda: calls.append(1), repeats=5, warmup=2)
+    assert len(calls) == 7 and out["repeats"] == 5
+    assert out["min"] <= out["median"] <= out["max"] and out["iqr"] >= 0
