@@ -109,6 +109,20 @@ def _get(name: str) -> Checker:
     return _REGISTRY[name]
 
 
+def seeded_generator(seed: int) -> torch.Generator:
+    """A CPU generator seeded with ``seed``: the random cases of every chapter's checkers."""
+    return torch.Generator().manual_seed(seed)
+
+
+def as_float(got: Any) -> float | None:
+    """``got`` as a float if it is a finite number or a one-element tensor, else None (hints, all chapters)."""
+    if isinstance(got, Tensor) and got.numel() == 1:
+        got = got.item()
+    if isinstance(got, bool) or not isinstance(got, (int, float)) or not math.isfinite(got):
+        return None
+    return float(got)
+
+
 def _strict() -> bool:
     return os.environ.get("PRUNING_LAB_STRICT", "") not in {"", "0", "false", "False"}
 

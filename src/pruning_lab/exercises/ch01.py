@@ -11,16 +11,12 @@ import torch
 
 from .. import storage as st
 from .. import structured as ref
-from ._core import Case, Checker, register
+from ._core import Case, Checker, register, seeded_generator as _gen
 
 # Worked example of the chapter: small weights with ties at the threshold and large negative weights.
 W_EX = torch.tensor([[0.5, -0.1, 0.1, 2.0], [-0.1, 0.3, 0.1, -3.0]])
 PP1_SHAPE = (1024, 1024)  # seed 001, practice problem 1: a 1024 x 1024 fp16 matrix at 80% sparsity
 PP1_NNZ = 209_715
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def _as_bool_mask(got, shape) -> torch.Tensor | None:

@@ -7,16 +7,12 @@ from __future__ import annotations
 import torch
 
 from .. import saliency as ref
-from ._core import Case, Checker, register
+from ._core import Case, Checker, register, seeded_generator as _gen
 
 # Worked example of the chapter: a weight vector at a minimum with a diagonal Hessian.
 W_EX = torch.tensor([0.5, 0.02, 1.0, 0.001, 0.3], dtype=torch.float64)
 H_EX = torch.tensor([1.0, 100.0, 1.0, 50.0, 1.0], dtype=torch.float64)
 H_EX_STIFF = torch.tensor([1.0, 1.0, 1.0, 1.0, 1000.0], dtype=torch.float64)
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def _spd(d: int, g: torch.Generator, *, coupling: float = 0.8) -> torch.Tensor:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from .. import obs as ref
-from ._core import Case, Checker, register
+from ._core import Case, Checker, register, seeded_generator as _gen
 
 # Worked example 2 of the chapter: w = (1, 2, 3, 4, 5) and its inverse Hessian (positive definite).
 W_EX = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0], dtype=torch.float64)
@@ -16,10 +16,6 @@ HINV_EX = torch.tensor([[4.0, 0.0, -2.0, 1.0, 0.0],
                         [-2.0, 1.0, 3.0, 0.0, 0.0],
                         [1.0, 0.0, 0.0, 2.0, -1.0],
                         [0.0, -1.0, 0.0, -1.0, 5.0]], dtype=torch.float64)
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def _problem(d: int, seed: int, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,7 +16,7 @@ from .. import wanda_analysis as wa
 from ..magnitude import magnitude_prune
 from ..masks import mask_lowest
 from ..nm import nm_mask
-from ._core import Case, Checker, register
+from ._core import Case, Checker, register, seeded_generator as _gen
 
 # Worked problem of the chapter: one output row, six inputs, and the input norms ||X_j||_2.
 W_EX = torch.tensor([[0.8, 0.05, 1.5, 0.3, 0.01, 0.6]], dtype=torch.float64)
@@ -28,10 +28,6 @@ SQ_EX8 = torch.tensor([1.0, 20.0, 0.5, 2.0, 100.0, 0.8, 3.0, 0.1], dtype=torch.f
 W_EX8_ROWS = torch.cat([W_EX8, torch.tensor([[0.3, -0.9, 0.1, 0.4, -0.02, 1.1, 0.5, -0.7],
                                              [-1.2, 0.02, 0.6, -0.25, 0.03, 0.35, -0.15, 2.0],
                                              [0.05, 0.4, -0.8, 0.9, 0.015, -0.5, 1.3, 0.1]], dtype=torch.float64)])
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def _layer(seed: int, d_out: int, d_in: int, dtype=torch.float64, *, quantized: bool = False):

@@ -12,26 +12,13 @@ import math
 import torch
 
 from .. import lottery as ref
-from ._core import Case, Checker, register
+from ._core import Case, Checker, register, seeded_generator as _gen, as_float as _as_float
 
 # The checkers' worked example: one 2x5 layer after an earlier round pruned three of its ten weights.
 INIT_EX = torch.tensor([[0.31, -0.22, 0.64, -0.05, 0.27], [-0.49, 0.12, 0.18, 0.55, -0.36]])  # theta_0
 W_EX = torch.tensor([[0.42, -0.07, 0.91, -0.33, 0.15], [-0.58, 0.26, -0.04, 0.77, -0.19]])  # trained
 MASK_EX = torch.tensor([[True, True, True, False, True], [True, True, False, True, False]])
 PAPER_RATE, TARGET = 0.2, 0.03  # the prediction: rounds of 20% until at most 3% of the weights remain
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def _as_float(got) -> float | None:
-    """``got`` as a float if it is a number or a one-element tensor, else None."""
-    if isinstance(got, torch.Tensor) and got.numel() == 1:
-        got = got.item()
-    if isinstance(got, bool) or not isinstance(got, (int, float)) or not math.isfinite(got):
-        return None
-    return float(got)
 
 
 def _mask(shape, n_pruned: int, g: torch.Generator) -> torch.Tensor:

@@ -11,7 +11,7 @@ import math
 import torch
 
 from .. import nm as ref
-from ._core import Case, Checker, register
+from ._core import Case, Checker, register, seeded_generator as _gen, as_float as _as_float
 
 # The checkers' worked example (the shape of seed 001's example 3): a 4x8 layer, 2:4 per row -> 16 non-zeros.
 W_EX = torch.tensor([
@@ -21,19 +21,6 @@ W_EX = torch.tensor([
     [-1.0, 0.35, 0.55, 0.2, -0.15, 0.4, -0.8, 1.3],
 ])
 W_EX_24 = W_EX * ref.nm_mask(W_EX.abs(), 2, 4)  # the worked example after 2:4 pruning
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def _as_float(got) -> float | None:
-    """``got`` as a float if it is a number or a one-element tensor, else None."""
-    if isinstance(got, torch.Tensor) and got.numel() == 1:
-        got = got.item()
-    if isinstance(got, bool) or not isinstance(got, (int, float)) or not math.isfinite(got):
-        return None
-    return float(got)
 
 
 def _group_counts(weight: torch.Tensor, m: int) -> torch.Tensor:
