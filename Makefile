@@ -21,6 +21,9 @@ JB_FLAGS := --all -W -n --keep-going
 
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PRUNING_LAB_STRICT := 1
+# Matplotlib's font cache lists font files by absolute path; shared in ~/.cache it can point into another
+# checkout's (deleted) venv, and every figure then warns on stderr. Keep it with this checkout's venv.
+export MPLCONFIGDIR := $(CURDIR)/$(VENV)/mplconfig
 export PYTHONHASHSEED := 0
 
 .PHONY: help setup lock spread test-latest test-lowest test-colab vendor book test test-unit test-slow test-notebooks test-browser execute clean
