@@ -158,6 +158,8 @@ def _case_inputs(case: Case) -> str:
 # ----------------------------------------------------------------------------------------- comparison
 def compare(expected: Any, got: Any, rtol: float, atol: float) -> str | None:
     """None if ``got`` matches ``expected``; otherwise what is wrong, in one or two sentences."""
+    if expected is None:  # "there is no such value" (e.g. no crossing): the answer must be None too
+        return None if got is None else f"expected None, got {_fmt(got)} ({type(got).__name__})"
     if isinstance(expected, Tensor):
         if not isinstance(got, Tensor):
             return f"expected a torch.Tensor, got a {type(got).__name__}"
