@@ -7,14 +7,18 @@
    drops the extra non-zeros silently);
 3. timings, dense vs 2:4, ``torch.utils.benchmark`` (``benchmark_linear``), for every shape x token count in fp16,
    one shape in bf16, with each available backend (cuSPARSELt; CUTLASS only on 8.x GPUs);
-4. end to end: a randomly initialised ``LlamaForCausalLM`` of SmolLM2-135M's shape (no download), its attention
+4. end to end (Chapter 7): a randomly initialised ``LlamaForCausalLM`` of SmolLM2-135M's shape (no download), its attention
    and MLP linears 2:4-pruned and converted with ``convert_model``; a forward of 8 x 512 tokens timed dense vs
    2:4, logits compared (skipped with a message when ``transformers`` is missing);
-5. last, each backend this GPU cannot use (CUTLASS on Hopper) is forced on one small weight, to record PyTorch's
+5. Amdahl (Chapter 8): for SmolLM2-135M's and a 1B Llama's shape (random fp16 weights, decoder linears 2:4),
+   prefill (512, 2048 tokens) and decode (one token at a time after 128): the share f of the linears (no-op
+   linears, wall clock; and the profiler), the speedup s of the linears alone, Amdahl's prediction, the measured
+   end-to-end speedup;
+6. last, each backend this GPU cannot use (CUTLASS on Hopper) is forced on one small weight, to record PyTorch's
    own error message.
 
 Run:  python benchmarks/gpu_check.py [--out benchmarks/results] [--min-run-time 0.2] [--budget-s 300]
-About 1-2 minutes on an A100 / H100; ``--budget-s`` stops the timings early (and says so) to stay under 6 min.
+About 3-4 minutes on an A100 / H100; ``--budget-s`` stops the timings early (and says so) to stay under 6 min.
 ``--dry-run``, or a machine without a suitable GPU, writes the environment and the reason it skipped, exit 0.
 """
 from __future__ import annotations
@@ -49,6 +53,14 @@ SMOLLM2_135M = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=3
                     num_key_value_heads=3, vocab_size=49152, max_position_embeddings=8192,
                     tie_word_embeddings=True)
 E2E_BATCH, E2E_SEQ = 8, 512
+#: A 1B-class Llama shape (meta-llama/Llama-3.2-1B's config.json), randomly initialised here.
+LLAMA_1B = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+                num_key_value_heads=8, vocab_size=128256, max_position_embeddings=8192, tie_word_embeddings=True)
+#: Chapter 8 (Amdahl on the GPU): models, prefill prompt lengths, and (prompt, new tokens) of the decoding run.
+AMDAHL_MODELS = {"smollm2-135m": "SMOLLM2_135M", "llama-1b": "LLAMA_1B"}
+AMDAHL_PREFILL = [512, 2048]
+AMDAHL_DECODE = (128, 32)
+AMDAHL_REPEATS = 7
 
 
 def _dist_version(name: str) -> str | None:
@@ -192,12 +204,14 @@ def timings(backends: list[str], min_run_time: float, deadline: float) -> tuple[
     return rows, False
 
 
-def build_llama(**overrides) -> nn.Module:
-    """A randomly initialised ``LlamaForCausalLM`` of SmolLM2-135M's shape (``overrides`` change it)."""
+def build_llama(device: str = "cpu", **overrides) -> nn.Module:
+    """A randomly initialised ``LlamaForCausalLM`` of SmolLM2-135M's shape (``overrides`` change it), built
+    directly on ``device``."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    return LlamaForCausalLM(LlamaConfig(**{**SMOLLM2_135M, **overrides})).eval()
+    with torch.device(device):
+        return LlamaForCausalLM(LlamaConfig(**{**SMOLLM2_135M, **overrides})).eval()
 
 
 @torch.no_grad()
@@ -246,6 +260,68 @@ def end_to_end(backend: str, min_run_time: float) -> dict:
     return out
 
 
+def _workload_row(dense: nn.Module, sparse: nn.Module, kind: str, tokens: int, repeats: int) -> dict:
+    """Chapter 8 on one workload (``prefill`` of ``tokens`` tokens, or ``decode`` after a prompt of ``tokens``):
+    f of the dense model (no-op linears, wall clock; and the profiler's device time), the per-matmul speedup s
+    of the 2:4 linears alone, Amdahl's prediction from them, and the measured end-to-end speedup."""
+    from pruning_lab import speedup as sp
+    from pruning_lab.llm import latency as lat
+
+    prompt, new = AMDAHL_DECODE
+    if kind == "prefill":
+        timed = lambda m: lat.time_prefill(m, tokens, repeats=repeats)  # noqa: E731
+        step = lat.prefill_step(dense, tokens)
+        lin_tokens = tokens
+    else:
+        timed = lambda m: lat.time_decode(m, tokens, new, repeats=repeats)  # noqa: E731
+        step = lat.decode_steps(dense, tokens, new)()
+        lin_tokens = 1
+    t_dense = timed(dense)
+    with lat.noop_linears(dense):
+        t_noop = timed(dense)
+    f_noop = 1.0 - t_noop["median"] / t_dense["median"]
+    try:
+        f_prof = lat.linear_share(dense, step)["f"]
+    except Exception as exc:  # noqa: BLE001 - the profiler is optional here
+        f_prof = _error(exc)
+    s_lin = sp.ratio_spread(lat.linears_time(dense, lin_tokens, repeats=repeats),
+                            lat.linears_time(sparse, lin_tokens, repeats=repeats))
+    t_sparse = timed(sparse)
+    measured = sp.ratio_spread(t_dense, t_sparse)
+    return {"workload": kind, "tokens": tokens, "new_tokens": new if kind == "decode" else None,
+            "dense_ms": t_dense["median"] * 1e3, "sparse_ms": t_sparse["median"] * 1e3,
+            "noop_ms": t_noop["median"] * 1e3, "f_noop": f_noop, "f_profiler": f_prof, "s_linears": s_lin,
+            "predicted": sp.amdahl(min(max(f_noop, 0.0), 1.0), s_lin["median"]), "measured": measured,
+            "unit": "ms per token" if kind == "decode" else "ms per prefill"}
+
+
+def amdahl_gpu(backend: str, deadline: float, repeats: int = AMDAHL_REPEATS) -> list[dict]:
+    """Chapter 8: for each model shape of ``AMDAHL_MODELS`` (random fp16 weights, decoder linears 2:4-pruned and
+    converted), prefill and decode rows of :func:`_workload_row`. Stops starting models after ``deadline``."""
+    rows = []
+    for name, const in AMDAHL_MODELS.items():
+        if time.monotonic() > deadline:
+            rows.append({"model": name, "skipped": "--budget-s reached"})
+            continue
+        cfg = globals()[const]
+        row: dict = {"model": name, "config": cfg, "dtype": "float16", "backend": backend, "workloads": []}
+        try:
+            dense = build_llama(DEVICE, **cfg).to(torch.float16)
+            prune_decoder_linears_24(dense)
+            sparse, report = sem.convert_model(dense, backend)
+            row["converted"] = len(report["converted"])
+            for kind, tokens in [("prefill", t) for t in AMDAHL_PREFILL] + [("decode", AMDAHL_DECODE[0])]:
+                row["workloads"].append(_workload_row(dense, sparse, kind, tokens, repeats))
+        except Exception as exc:  # noqa: BLE001
+            row["error"] = _error(exc)
+        finally:
+            dense = sparse = None
+            if DEVICE == "cuda":
+                torch.cuda.empty_cache()
+        rows.append(row)
+    return rows
+
+
 def _finite(obj):
     """JSON-safe: NaN and inf become None."""
     if isinstance(obj, float) and not math.isfinite(obj):
@@ -285,6 +361,13 @@ def print_table(result: dict) -> None:
               f"{e2e['speedup']:.2f}x; top-1 agreement {e2e['top1_agreement']:.3f}")
     else:
         print(f"end to end: {e2e.get('skipped') or e2e.get('error')}")
+    for row in result.get("amdahl", []):
+        if "workloads" not in row or "error" in row:
+            print(f"amdahl {row['model']}: {row.get('skipped') or row.get('error')}")
+        for w in row.get("workloads", []):
+            print(f"amdahl {row['model']:13s} {w['workload']:7s} {w['tokens']:>5d} tokens: f = {w['f_noop']:.2f}, "
+                  f"s = {w['s_linears']['median']:.2f}, predicted {w['predicted']:.2f}x, "
+                  f"measured {w['measured']['median']:.2f}x ({w['unit']}: {w['dense_ms']:.2f} -> {w['sparse_ms']:.2f})")
     for row in result.get("unavailable_backends", []):
         print(f"{row['backend']} (unavailable here), forced anyway: {row.get('error') or 'ran, ok=' + str(row['ok'])}")
 
@@ -296,6 +379,7 @@ def main(argv=None) -> int:
     p.add_argument("--min-run-time", type=float, default=0.2, help="seconds per timing (blocked_autorange)")
     p.add_argument("--budget-s", type=float, default=300.0, help="stop starting new timings after this long")
     p.add_argument("--skip-e2e", action="store_true", help="skip the end-to-end model")
+    p.add_argument("--skip-amdahl", action="store_true", help="skip Chapter 8's prefill / decode section")
     args = p.parse_args(argv)
     t0 = time.monotonic()
 
@@ -310,11 +394,13 @@ def main(argv=None) -> int:
         backends = [b for b in sem.BACKENDS if env["backends"][b]["available"]]
         result["backends_measured"] = backends
         result["correctness"] = correctness(backends)
-        e2e_reserve = 0.0 if args.skip_e2e else 60.0  # leave time for the end-to-end model
+        e2e_reserve = (0.0 if args.skip_e2e else 60.0) + (0.0 if args.skip_amdahl else 120.0)
         result["timings"], result["timings_truncated"] = timings(
             backends, args.min_run_time, t0 + args.budget_s - e2e_reserve)
         result["end_to_end"] = ({"skipped": "--skip-e2e"} if args.skip_e2e
                                 else end_to_end(env["backend_chosen"], max(args.min_run_time, 1.0)))
+        result["amdahl"] = ([] if args.skip_amdahl
+                            else amdahl_gpu(env["backend_chosen"], t0 + args.budget_s - 30.0))
         result["unavailable_backends"] = probe_unavailable(env)
     result["elapsed_s"] = round(time.monotonic() - t0, 2)
 

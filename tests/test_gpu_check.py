@@ -122,7 +122,11 @@ def test_gpu_path_simulated_on_cpu(gpu_check, monkeypatch, tmp_path):
                             CHECK_TOKENS=[1, 17], E2E_BATCH=2, E2E_SEQ=8,
                             SMOLLM2_135M=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                               num_attention_heads=2, num_key_value_heads=1, vocab_size=128,
-                                              max_position_embeddings=64, tie_word_embeddings=True)).items():
+                                              max_position_embeddings=64, tie_word_embeddings=True),
+                            LLAMA_1B=dict(hidden_size=64, intermediate_size=256, num_hidden_layers=1,
+                                          num_attention_heads=4, num_key_value_heads=2, vocab_size=128,
+                                          max_position_embeddings=64, tie_word_embeddings=True),
+                            AMDAHL_PREFILL=[8], AMDAHL_DECODE=(4, 2), AMDAHL_REPEATS=3).items():
         monkeypatch.setattr(gpu_check, name, value)
 
     assert gpu_check.main(["--out", str(tmp_path), "--min-run-time", "0.01"]) == 0
@@ -145,6 +149,16 @@ def test_gpu_path_simulated_on_cpu(gpu_check, monkeypatch, tmp_path):
     assert e2e["pruned"] == e2e["converted"] == 2 * 7 and list(e2e["skipped"]) == ["lm_head"]
     assert e2e["ok"] and e2e["top1_agreement"] == 1.0 and e2e["dense_ms"] > 0 and e2e["speedup"] > 0
     assert result["unavailable_backends"] == []  # both backends were available
+    amdahl = result["amdahl"]
+    assert [r["model"] for r in amdahl] == ["smollm2-135m", "llama-1b"]
+    for row in amdahl:
+        assert "error" not in row, row
+        assert [(w["workload"], w["tokens"]) for w in row["workloads"]] == [("prefill", 8), ("decode", 4)]
+        for w in row["workloads"]:
+            assert w["dense_ms"] > 0 and w["sparse_ms"] > 0 and w["f_noop"] <= 1
+            assert isinstance(w["f_profiler"], float) and 0 < w["f_profiler"] < 1
+            assert w["measured"]["low"] <= w["measured"]["median"] <= w["measured"]["high"]
+            assert w["predicted"] > 0
 
 
 def test_budget_truncates_the_timings(gpu_check, monkeypatch):

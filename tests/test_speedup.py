@@ -58,3 +58,39 @@ def test_time_call_reports_a_spread():
     out = sp.time_call(lambda: calls.append(1), repeats=5, warmup=2)
     assert len(calls) == 7 and out["repeats"] == 5
     assert out["min"] <= out["median"] <= out["max"] and out["iqr"] >= 0
+
+
+def test_summarize_and_ratio_spread():
+    out = sp.summarize([3.0, 1.0, 2.0])
+    assert (out["median"], out["min"], out["max"], out["repeats"]) == (2.0, 1.0, 3.0, 3)
+    r = sp.ratio_spread({"median": 4.0, "min": 3.0, "max": 5.0}, {"median": 2.0, "min": 1.5, "max": 2.5})
+    assert r == {"median": 2.0, "low": 3.0 / 2.5, "high": 5.0 / 1.5}
+    with pytest.raises(ValueError, match="`times`"):
+        sp.summarize([1.0, 2.0])
+
+
+def test_decode_time_bound_is_bytes_over_bandwidth():
+    # 134.5M fp32 weights read once per token at 50 GB/s: 10.76 ms; 2:4 fp16 reads 1.125 bytes per weight
+    assert sp.decode_time_bound(134.5e6, 4, 50) == pytest.approx(10.76)
+    assert sp.decode_time_bound(1e9, sp.bytes_per_weight("2:4"), 1000) == pytest.approx(1.125)
+    with pytest.raises(ValueError, match="bandwidth_gb_s"):
+        sp.decode_time_bound(1e6, 2, 0)
+
+
+def test_memory_bandwidth_is_positive_and_checks_its_size():
+    out = sp.memory_bandwidth(1 << 22, repeats=3)
+    assert out["read_gb_s"] > 0 and out["copy_gb_s"] > 0 and out["nbytes"] == 1 << 22
+    with pytest.raises(ValueError, match="nbytes"):
+        sp.memory_bandwidth(1000)
+
+
+def test_csr_sweep_checks_its_products_and_finds_a_crossover():
+    out = sp.csr_sweep(64, 48, 4, [0.5, 0.9, 0.99], repeats=3)
+    assert out["sparsities"] == [0.5, 0.9, 0.99] and len(out["dense"]) == len(out["csr"]) == 3
+    assert out["crossover"] is None or 0.5 <= out["crossover"] <= 0.99
+    w = sp._sparse_weight(10, 20, 0.7, __import__("torch").Generator().manual_seed(0))
+    assert int((w == 0).sum()) == 140  # exactly int(200 * 0.7) zeros
+    with pytest.raises(ValueError, match="tokens"):
+        sp.csr_sweep(4, 4, 0, [0.5])
+    with pytest.raises(ValueError, match="sparsities"):
+        sp.csr_sweep(4, 4, 1, [1.5])

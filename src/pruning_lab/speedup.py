@@ -10,10 +10,13 @@ from __future__ import annotations
 import math
 import statistics
 import time
+import warnings
 from typing import Callable, Sequence
 
+import torch
+
 __all__ = ["amdahl", "amdahl_limit", "fraction_needed", "bytes_per_weight", "bandwidth_speedup", "crossover",
-           "time_call"]
+           "decode_time_bound", "summarize", "time_call", "memory_bandwidth", "csr_sweep", "ratio_spread"]
 
 
 def _fraction(f, name: str = "f") -> float:
@@ -78,6 +81,17 @@ def bandwidth_speedup(fmt: str, value_bytes: int = 2, **kw) -> float:
     return bytes_per_weight("dense", value_bytes) / bytes_per_weight(fmt, value_bytes, **kw)
 
 
+def decode_time_bound(n_weights: float, bytes_per_weight: float, bandwidth_gb_s: float) -> float:
+    """The roofline of decoding: milliseconds per token when each of ``n_weights`` weights (``bytes_per_weight``
+    bytes each) must be read once from memory per token at ``bandwidth_gb_s`` GB/s (1 GB = 1e9 bytes, as
+    :func:`memory_bandwidth` reports it): ``n_weights * bytes_per_weight / (bandwidth_gb_s * 1e9) * 1e3``.
+    A lower bound: compute, the KV cache and overheads only add to it (Chapter 8)."""
+    n_weights = _positive(n_weights, "n_weights")
+    bytes_per_weight = _positive(bytes_per_weight, "bytes_per_weight")
+    bandwidth_gb_s = _positive(bandwidth_gb_s, "bandwidth_gb_s")
+    return n_weights * bytes_per_weight / (bandwidth_gb_s * 1e9) * 1e3
+
+
 def crossover(xs: Sequence[float], dense: Sequence[float], sparse: Sequence[float]) -> float | None:
     """The first ``x`` (e.g. a sparsity) at which ``sparse`` time drops below ``dense`` time, by linear
     interpolation between the two measured points around the crossing; ``None`` if it never does, ``xs[0]``
@@ -93,6 +107,17 @@ def crossover(xs: Sequence[float], dense: Sequence[float], sparse: Sequence[floa
         if d1 < 0 <= d0:
             return float(x0 + (x1 - x0) * d0 / (d0 - d1))
     return None
+
+
+def summarize(times: Sequence[float]) -> dict[str, float]:
+    """Median and spread of repeated timings (seconds): ``median``, ``min``, ``max``, ``iqr`` (inter-quartile
+    range) and ``repeats`` (Chapter 8)."""
+    times = [float(t) for t in times]
+    if len(times) < 3:
+        raise ValueError(f"`times` must hold at least 3 timings (a spread needs several runs); got {len(times)}")
+    q1, _, q3 = statistics.quantiles(times, n=4)
+    return {"median": statistics.median(times), "min": min(times), "max": max(times), "iqr": q3 - q1,
+            "repeats": len(times)}
 
 
 def time_call(fn: Callable[[], object], *, repeats: int = 7, warmup: int = 1,
@@ -114,6 +139,71 @@ def time_call(fn: Callable[[], object], *, repeats: int = 7, warmup: int = 1,
         fn()
         sync()
         times.append(time.perf_counter() - t0)
-    q1, _, q3 = statistics.quantiles(times, n=4)
-    return {"median": statistics.median(times), "min": min(times), "max": max(times), "iqr": q3 - q1,
-            "repeats": repeats}
+    return summarize(times)
+
+
+def ratio_spread(a: dict, b: dict) -> dict[str, float]:
+    """The speedup ``a / b`` of two :func:`time_call` results (``a`` the baseline): the ratio of medians, and
+    its range from the most pessimistic to the most optimistic pairing of the repeats
+    (``a.min / b.max`` .. ``a.max / b.min``) (Chapter 8)."""
+    return {"median": a["median"] / b["median"], "low": a["min"] / b["max"], "high": a["max"] / b["min"]}
+
+
+def memory_bandwidth(nbytes: int = 1 << 28, *, repeats: int = 5, device: str | torch.device = "cpu") -> dict:
+    """Measured memory bandwidth, the roof of a memory-bound computation (Chapter 8).
+
+    ``read``: GB/s of a reduction over a float32 tensor of ``nbytes`` (every byte read once, nothing written,
+    like the weights of a decoding step); ``copy``: GB/s of ``dst.copy_(src)`` counting the bytes read plus the
+    bytes written. Choose ``nbytes`` well above the last-level cache. GB = 1e9 bytes.
+    """
+    if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 1 << 20:
+        raise ValueError(f"`nbytes` must be an integer >= 2**20 (well above the caches); got {nbytes!r}")
+    device = torch.device(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
+    src = torch.ones(nbytes // 4, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    read = time_call(lambda: src.sum(), repeats=repeats, sync=sync)
+    copy = time_call(lambda: dst.copy_(src), repeats=repeats, sync=sync)
+    n = src.numel() * 4
+    return {"read_gb_s": n / read["median"] / 1e9, "copy_gb_s": 2 * n / copy["median"] / 1e9,
+            "read_s": read, "copy_s": copy, "nbytes": n}
+
+
+def _sparse_weight(d_out: int, d_in: int, sparsity: float, gen: torch.Generator) -> torch.Tensor:
+    """A random ``[d_out, d_in]`` float32 matrix with exactly ``int(numel * sparsity)`` zeros at random places."""
+    w = torch.randn(d_out, d_in, generator=gen)
+    k = int(w.numel() * sparsity)
+    drop = torch.randperm(w.numel(), generator=gen)[:k]
+    w.view(-1)[drop] = 0.0
+    return w
+
+
+def csr_sweep(d_out: int, d_in: int, tokens: int, sparsities: Sequence[float], *, repeats: int = 5,
+              seed: int = 0) -> dict:
+    """Dense ``W @ X`` against ``torch.sparse`` CSR ``W_csr @ X`` on the CPU, for ``W [d_out, d_in]`` at each
+    sparsity and ``X [d_in, tokens]`` (``tokens = 1``: one decoding step; more: prefill) (Chapter 8).
+
+    Both products are checked against each other before timing. Returns ``{"sparsities", "dense", "csr"}`` with
+    one :func:`time_call` result per sparsity, and ``"crossover"``: the sparsity at which CSR's median time
+    drops below dense's (:func:`crossover`), or None.
+    """
+    for name, v in (("d_out", d_out), ("d_in", d_in), ("tokens", tokens)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"`{name}` must be a positive integer; got {v!r}")
+    sparsities = [_fraction(p, "sparsities") for p in sparsities]
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(d_in, tokens, generator=gen)
+    dense, csr = [], []
+    for p in sparsities:
+        w = _sparse_weight(d_out, d_in, p, gen)
+        with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta state"
+            warnings.simplefilter("ignore", UserWarning)
+            w_csr = w.to_sparse_csr()
+        if not torch.allclose(w_csr @ x, w @ x, rtol=1e-4, atol=1e-3):
+            raise RuntimeError("internal: the CSR product differs from the dense one")
+        dense.append(time_call(lambda: w @ x, repeats=repeats))
+        csr.append(time_call(lambda: w_csr @ x, repeats=repeats))
+    medians = ([t["median"] for t in dense], [t["median"] for t in csr])
+    cross = crossover(sparsities, *medians) if len(sparsities) >= 2 else None
+    return {"shape": (d_out, d_in, tokens), "sparsities": sparsities, "dense": dense, "csr": csr,
+            "crossover": cross}

@@ -310,17 +310,11 @@ register(Checker(
 
 
 # ----------------------------------------------------------------------------- 5. prediction: the decoding roof
-def _decode_time_bound(n_weights: float, bytes_per_weight: float, bandwidth_gb_s: float) -> float:
-    """Milliseconds per decoded token if every weight is read once per token at ``bandwidth_gb_s`` GB/s
-    (1 GB = 1e9 bytes, as :func:`pruning_lab.speedup.memory_bandwidth` measures it) (Chapter 8)."""
-    return n_weights * bytes_per_weight / (bandwidth_gb_s * 1e9) * 1e3
-
-
 def _roofline_cases() -> list[Case]:
     names = ("n_weights", "bytes_per_weight", "bandwidth_gb_s")
 
     def case(label, n, b, bw):
-        return Case(label, (n, b, bw), expected=_decode_time_bound(n, b, bw), arg_names=names)
+        return Case(label, (n, b, bw), expected=ref.decode_time_bound(n, b, bw), arg_names=names)
 
     b24 = ref.bytes_per_weight("2:4", 2)  # 1.125 bytes: half the fp16 values + 1 bit of metadata
     return [

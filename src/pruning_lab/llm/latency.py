@@ -1,0 +1,247 @@
+"""Where the time of a causal LM goes: prefill and decode timing, and the share ``f`` of the linear layers (Chapter 8).
+
+Amdahl's law needs ``f``, the fraction of the run time spent in the part that pruning accelerates: here the
+``nn.Linear`` layers of the decoder blocks (``lm_head`` and the embeddings stay dense). Two independent measurements:
+
+- **profiler**: ``torch.profiler`` with a named range (``record_function``) around every prunable linear, opened by a
+  forward pre-hook and closed by a forward hook. The share is the ranges' total time over the profiled step's
+  total. Counting ranges, not operators, avoids a classic error: ``aten::linear`` is the parent of
+  ``aten::addmm`` / ``aten::mm``, so adding the time of both counts every product twice.
+- **no-op**: the same step, timed by the wall clock with every prunable linear replaced by a module that returns
+  zeros of the right shape: ``f = 1 - T_noop / T``. (Allocating the zeros costs a little, so this ``f`` is a
+  slight underestimate.)
+
+Two workloads: **prefill** (one forward over a prompt of ``T`` tokens, logits of the last token only, as
+``generate`` does) and **decode** (one token at a time against a KV cache, after a prefilled prompt).
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+import time
+from typing import Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from ..speedup import summarize, time_call
+from .driver import prunable_linears
+
+__all__ = ["prefill_step", "decode_steps", "time_prefill", "time_decode", "linear_share", "noop_linears",
+           "linears_time"]
+
+RANGE = "pruning_lab::prunable_linear"
+HEAD_RANGE = "pruning_lab::lm_head"
+STEP_RANGE = "pruning_lab::step"
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _sync(device: torch.device) -> Callable[[], None] | None:
+    return torch.cuda.synchronize if device.type == "cuda" else None
+
+
+def _check_tokens(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer (a number of tokens); got {value!r}")
+    return value
+
+
+def _forward_kwargs(model: nn.Module) -> dict:
+    """Keyword arguments that keep only the last position's logits, under the name this transformers uses."""
+    params = inspect.signature(model.forward).parameters
+    for name in ("logits_to_keep", "num_logits_to_keep"):
+        if name in params:
+            return {name: 1}
+    return {}
+
+
+def _cache_kwarg(model: nn.Module) -> str:
+    """``cache`` (transformers >= 5.x) or ``past_key_values`` (4.x): the name of the KV-cache argument."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _prompt(model: nn.Module, tokens: int, seed: int) -> Tensor:
+    vocab = int(getattr(model.config, "vocab_size", 1000))
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, vocab, (1, tokens), generator=gen).to(_device(model))  # (1, T)
+
+
+def prefill_step(model: nn.Module, tokens: int, *, seed: int = 0) -> Callable[[], None]:
+    """A callable that runs one prefill: a forward over a random prompt ``[1, tokens]`` without a cache, keeping
+    the last position's logits only (Chapter 8)."""
+    ids = _prompt(model, _check_tokens(tokens, "tokens"), seed)
+    kw = _forward_kwargs(model)
+
+    def step() -> None:
+        with torch.no_grad():
+            model(input_ids=ids, use_cache=False, **kw)
+
+    return step
+
+
+def _new_cache(model: nn.Module):
+    from transformers import DynamicCache
+
+    try:
+        return DynamicCache(config=model.config)
+    except TypeError:  # older transformers: no config argument
+        return DynamicCache()
+
+
+def decode_steps(model: nn.Module, prompt: int, new_tokens: int, *, seed: int = 0) -> Callable[[], Callable]:
+    """A factory for decoding: each call prefills a fresh KV cache with a random prompt ``[1, prompt]`` and
+    returns a callable that then decodes ``new_tokens`` tokens, one forward of ``[1, 1]`` each (greedy).
+    Only that callable is meant to be timed (Chapter 8)."""
+    ids = _prompt(model, _check_tokens(prompt, "prompt"), seed)
+    new_tokens = _check_tokens(new_tokens, "new_tokens")
+    cache_name, kw = _cache_kwarg(model), _forward_kwargs(model)
+
+    def prepare() -> Callable[[], None]:
+        cache = _new_cache(model)
+        with torch.no_grad():
+            out = model(input_ids=ids, use_cache=True, **{cache_name: cache}, **kw)
+        nxt = out.logits[:, -1:].argmax(-1)  # (1, 1)
+
+        def run() -> None:
+            tok = nxt
+            with torch.no_grad():
+                for _ in range(new_tokens):
+                    out = model(input_ids=tok, use_cache=True, **{cache_name: cache}, **kw)
+                    tok = out.logits[:, -1:].argmax(-1)
+
+        return run
+
+    return prepare
+
+
+def time_prefill(model: nn.Module, tokens: int, *, repeats: int = 5, warmup: int = 1) -> dict:
+    """Wall-clock time of one prefill of ``tokens`` tokens: :func:`pruning_lab.speedup.time_call`'s median and
+    spread, in seconds (Chapter 8)."""
+    return time_call(prefill_step(model, tokens), repeats=repeats, warmup=warmup, sync=_sync(_device(model)))
+
+
+def time_decode(model: nn.Module, prompt: int = 32, new_tokens: int = 16, *, repeats: int = 5,
+                warmup: int = 1) -> dict:
+    """Wall-clock time PER DECODED TOKEN after a prompt of ``prompt`` tokens, over ``new_tokens`` tokens;
+    median and spread over ``repeats`` fresh caches, in seconds (Chapter 8)."""
+    prepare, sync = decode_steps(model, prompt, new_tokens), _sync(_device(model)) or (lambda: None)
+    for _ in range(warmup):
+        prepare()()
+    times = []
+    for _ in range(repeats):
+        run = prepare()
+        sync()
+        t0 = time.perf_counter()
+        run()
+        sync()
+        times.append((time.perf_counter() - t0) / new_tokens)
+    return summarize(times)
+
+
+@contextlib.contextmanager
+def _ranges(modules: dict[str, nn.Module], label: str) -> Iterator[None]:
+    """Open a profiler range named ``label`` around every forward of ``modules``."""
+    open_ranges: list = []
+
+    def pre(module, args):
+        r = torch.profiler.record_function(label)
+        r.__enter__()
+        open_ranges.append(r)
+
+    def post(module, args, out):
+        open_ranges.pop().__exit__(None, None, None)
+
+    handles = [h for m in modules.values() for h in (m.register_forward_pre_hook(pre), m.register_forward_hook(post))]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def linear_share(model: nn.Module, step: Callable[[], None], *, top: int = 8) -> dict:
+    """Profile one call of ``step`` (e.g. :func:`prefill_step`) and return the share of its time spent in the
+    prunable linears, ``f``, and in ``lm_head`` (Chapter 8).
+
+    Times are the profiler's totals of the named ranges (CPU time; on a GPU the device time of the kernels
+    launched inside them). Returns ``{"f", "lm_head", "other", "total_s", "ops"}`` where ``ops`` lists the
+    ``top`` operators by SELF time (each microsecond counted once) with their share of the step.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    dev = _device(model)
+    cuda = dev.type == "cuda"
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    head = {"lm_head": model.lm_head} if isinstance(getattr(model, "lm_head", None), nn.Linear) else {}
+    with _ranges(prunable_linears(model), RANGE), _ranges(head, HEAD_RANGE), profile(activities=acts) as prof:
+        with torch.profiler.record_function(STEP_RANGE):
+            step()
+        if cuda:
+            torch.cuda.synchronize()
+    events = prof.key_averages()
+
+    def total(name: str) -> float:
+        ev = [e for e in events if e.key == name]
+        if not ev:
+            return 0.0
+        attr = "device_time_total" if cuda else "cpu_time_total"
+        return float(sum(getattr(e, attr, 0.0) or 0.0 for e in ev)) * 1e-6  # microseconds -> s
+
+    step_s = total(STEP_RANGE) if not cuda else sum(
+        float(getattr(e, "self_device_time_total", 0.0) or 0.0) for e in events) * 1e-6
+    lin, hd = total(RANGE), total(HEAD_RANGE)
+    self_attr = "self_device_time_total" if cuda else "self_cpu_time_total"
+    ops = sorted(((e.key, float(getattr(e, self_attr, 0.0) or 0.0) * 1e-6) for e in events
+                  if not e.key.startswith("pruning_lab::")), key=lambda kv: -kv[1])[:top]
+    return {"f": lin / step_s, "lm_head": hd / step_s, "other": 1.0 - (lin + hd) / step_s, "total_s": step_s,
+            "ops": [(k, t / step_s) for k, t in ops]}
+
+
+class _Zeros(nn.Module):
+    """Stands in for an ``nn.Linear``: returns zeros of the output shape ``[..., out_features]``."""
+
+    def __init__(self, out_features: int) -> None:
+        super().__init__()
+        self.out_features = out_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.new_zeros(*x.shape[:-1], self.out_features)
+
+
+@contextlib.contextmanager
+def noop_linears(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, every prunable linear of ``model`` returns zeros of its output shape (the model's
+    outputs are then meaningless: for timing only); the original modules are put back afterwards (Chapter 8)."""
+    lins = prunable_linears(model)
+    swapped = []
+    try:
+        for name, lin in lins.items():
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name)
+            setattr(parent, child, _Zeros(lin.out_features))
+            swapped.append((parent, child, lin))
+        yield model
+    finally:
+        for parent, child, lin in swapped:
+            setattr(parent, child, lin)
+
+
+def linears_time(model: nn.Module, tokens: int, *, repeats: int = 5) -> dict:
+    """Time to run every prunable linear of ``model`` once on a random input ``[tokens, d_in]``, in the model's
+    order, without the rest of the model: the part Amdahl's ``s`` speaks about. Median and spread, in seconds
+    (Chapter 8)."""
+    tokens = _check_tokens(tokens, "tokens")
+    lins = list(prunable_linears(model).values())
+    dev, dtype = _device(model), lins[0].weight.dtype
+    gen = torch.Generator().manual_seed(0)
+    xs = {d: torch.randn(tokens, d, generator=gen).to(device=dev, dtype=dtype) for d in {m.in_features for m in lins}}
+
+    def run() -> None:
+        with torch.no_grad():
+            for m in lins:
+                m(xs[m.in_features])
+
+    return time_call(run, repeats=repeats, sync=_sync(dev))
