@@ -407,3 +407,42 @@ def test_wanda_layer_group_ranks_the_whole_matrix():
     assert s[out == 0].max() <= s[out != 0].min()
     with pytest.raises(ValueError, match="group"):
         wanda_prune(w, norms, 0.5, group="global")
+
+
+# ------------------------------------------------------------------ a new method is one small class
+def test_builtin_method_names_unchanged():
+    from pruning_lab.llm.driver import METHOD_CLASSES, METHODS
+
+    assert METHODS == ("magnitude", "magnitude_global", "random", "wanda", "sparsegpt")
+    assert tuple(METHOD_CLASSES) == METHODS
+
+
+@pytest.mark.parametrize("data", [False, True], ids=["data-free", "data-driven"])
+def test_a_new_method_is_one_small_registered_class(monkeypatch, calib, data):
+    """A subclass of PruneMethod registered by name runs through the same loop as the built-in methods: here
+    |W_ij| alone (must equal "magnitude") and |W_ij| ||X_j|| per row (must equal "wanda")."""
+    from pruning_lab.llm.driver import METHOD_CLASSES, PruneMethod
+    from pruning_lab.magnitude import magnitude_prune
+
+    class ByMagnitude(PruneMethod):
+        def prune(self, weight, stats):
+            return magnitude_prune(weight, self.cfg.sparsity, n=self.cfg.n, m=self.cfg.m)
+
+    class ByWanda(PruneMethod):
+        needs_data = True
+        accumulator = InputNormAccumulator
+
+        def prune(self, weight, stats):
+            return wanda_prune(weight, stats.sq_norms, self.cfg.sparsity, n=self.cfg.n, m=self.cfg.m)
+
+    monkeypatch.setitem(METHOD_CLASSES, "mine", ByWanda if data else ByMagnitude)
+    mine, ref = tiny_llama(), tiny_llama()
+    report = prune_model(mine, "mine", 0.5, "2:4", calib, progress=False)
+    prune_model(ref, "wanda" if data else "magnitude", 0.5, "2:4", calib, progress=False)
+    for (name, a), b in zip(prunable_linears(mine).items(), prunable_linears(ref).values()):
+        assert torch.equal(a.weight, b.weight), name
+    assert report["method"] == "mine" and report["nm_valid"] is True
+    assert ("nsamples" in report) is data and "wanda_group" not in report
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="method"):
+        prune_model(tiny_llama(), "mine", 0.5, progress=False)

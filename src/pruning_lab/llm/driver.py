@@ -15,23 +15,32 @@ The data flow, as in both reference implementations::
       -> the next block sees the outputs of the already-pruned blocks, so it compensates their error.
 
 Magnitude and random pruning need no data: the driver skips the forward passes for them.
+
+Each method is one small :class:`PruneMethod` subclass, registered by name in :data:`METHOD_CLASSES`; the one
+loop of :func:`prune_model` calls its hooks: ``prepare`` (a whole-model step such as magnitude_global's
+threshold), ``make_accumulator`` (the statistics, data methods only) and ``prune_block`` (step 2).
 """
 from __future__ import annotations
 
 import contextlib
 import time
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from .._validate import check_sparsity as _check_sparsity_value
+from ..magnitude import global_magnitude_thresholds, magnitude_prune, random_prune
+from ..sparsegpt import HessianAccumulator, sparsegpt_prune_shared
+from ..wanda import InputNormAccumulator, wanda_prune
 
-__all__ = ["METHODS", "find_decoder_blocks", "prunable_linears", "prune_model", "check_sparsity"]
+__all__ = [
+    "METHODS", "METHOD_CLASSES", "PruneConfig", "PruneMethod", "Magnitude", "MagnitudeGlobal", "Random", "Wanda",
+    "SparseGPT", "find_decoder_blocks", "prunable_linears", "prune_model", "check_sparsity",
+]
 
-METHODS = ("magnitude", "magnitude_global", "random", "wanda", "sparsegpt")
-_NEEDS_DATA = {"wanda", "sparsegpt"}
 _BLOCK_PATHS = ("model.layers", "model.decoder.layers", "layers", "decoder.layers")
 
 
@@ -242,6 +251,158 @@ def _tf32_off():
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
+# ------------------------------------------------------------------------------------------ the methods
+@dataclass(frozen=True)
+class PruneConfig:
+    """The validated arguments of :func:`prune_model` that the pruning rules read (Chapter 4)."""
+
+    sparsity: float  # target fraction of zeros; 1 - N/M for an N:M pattern
+    nm: tuple[int, int] | None  # (N, M): N kept of every M consecutive inputs; None: unstructured
+    blocksize: int = 128  # SparseGPT: columns pruned per lazy-update block
+    percdamp: float = 0.01  # SparseGPT: percdamp * mean(diag H) added to diag H
+    seed: int = 0  # random: the seed of its one CPU generator
+    wanda_group: str = "row"  # Wanda: comparison group, "row" or "layer"
+
+    @property
+    def n(self) -> int | None:
+        return None if self.nm is None else self.nm[0]
+
+    @property
+    def m(self) -> int | None:
+        return None if self.nm is None else self.nm[1]
+
+
+def _set_weight(lin: nn.Linear, new: Tensor) -> None:
+    lin.weight.copy_(new.to(device=lin.weight.device, dtype=lin.weight.dtype))
+
+
+class PruneMethod:
+    """One pruning rule, applied by :func:`prune_model` to each decoder block in turn (Chapter 4).
+
+    A new method is a subclass that overrides :meth:`prune` (one matrix, a pure function) or :meth:`prune_block`
+    (all linears of a block at once), plus :meth:`prepare` if it needs every matrix of the model first; a
+    data-driven one sets ``needs_data`` and ``accumulator``. Register it with ``METHOD_CLASSES[name] = cls``.
+    """
+
+    needs_data = False  # True: run the calibration data through each block and accumulate its inputs' statistics
+    accumulator: Any = None  # class(d_in, check_each_batch=False) with add_batch(x) and check_finite()
+    unstructured_only: str | None = None  # not None: the ValueError's message for an N:M pattern
+    column_blocks = False  # True: prunes `blocksize` columns at a time, so an N:M pattern needs blocksize % M == 0
+
+    def __init__(self, cfg: PruneConfig) -> None:
+        self.cfg = cfg
+
+    def make_accumulator(self, d_in: int):
+        """Statistics of one linear layer with ``d_in`` inputs; NaN/inf is checked once, after the pass."""
+        return self.accumulator(d_in, check_each_batch=False)
+
+    def prepare(self, linears: list[nn.Linear]) -> None:
+        """A whole-model step, run once on every linear of the model before block 0 (default: nothing)."""
+
+    def prune_block(self, lins: dict[str, nn.Linear], stats: dict[str, Any]) -> None:
+        """Prune the linears of one block in place; ``stats``: ``{name: accumulator}`` (empty without data)."""
+        for name, lin in lins.items():
+            _set_weight(lin, self.prune(lin.weight.detach(), stats.get(name)))
+
+    def prune(self, weight: Tensor, stats) -> Tensor:
+        """The pruned copy of ``weight`` ``[d_out, d_in]``, given its layer's accumulator (None without data)."""
+        raise NotImplementedError
+
+    def report(self) -> dict:
+        """The method's own entries in :func:`prune_model`'s report (default: none)."""
+        return {}
+
+
+class Magnitude(PruneMethod):
+    """Zero the ``int(numel * sparsity)`` smallest ``|W_ij|`` of each matrix, or the M-N smallest of every N:M
+    group (Chapter 1)."""
+
+    def prune(self, weight: Tensor, stats) -> Tensor:
+        return magnitude_prune(weight, self.cfg.sparsity, n=self.cfg.n, m=self.cfg.m)
+
+
+class MagnitudeGlobal(PruneMethod):
+    """One threshold ``t`` on ``|W_ij|`` for all matrices together: exactly ``int(total * sparsity)`` weights of
+    the model below it are zeroed, so layers of smaller weights lose more (Chapter 1)."""
+
+    unstructured_only = (
+        "`pattern`: magnitude_global is unstructured only (an N:M pattern is a per-group rule, the same "
+        "for global and per-matrix magnitude); use method='magnitude' with an N:M pattern"
+    )
+
+    def prepare(self, linears: list[nn.Linear]) -> None:
+        keeps = global_magnitude_thresholds([lin.weight.detach() for lin in linears], self.cfg.sparsity)
+        self.keep = dict(zip(linears, keeps))  # nn.Linear -> keep-mask [d_out, d_in]
+
+    def prune_block(self, lins: dict[str, nn.Linear], stats: dict[str, Any]) -> None:
+        for lin in lins.values():
+            lin.weight.masked_fill_(~self.keep.pop(lin).to(lin.weight.device), 0.0)
+
+
+class Random(PruneMethod):
+    """Zero a uniformly random set of ``int(numel * sparsity)`` weights of each matrix (or M-N per N:M group),
+    drawn by ONE CPU generator seeded once, matrix after matrix in the driver's order (Chapter 1)."""
+
+    def prepare(self, linears: list[nn.Linear]) -> None:
+        self.gen = torch.Generator().manual_seed(int(self.cfg.seed))
+
+    def prune(self, weight: Tensor, stats) -> Tensor:  # the CPU generator draws the scores: there and back
+        return random_prune(weight.cpu(), self.cfg.sparsity, n=self.cfg.n, m=self.cfg.m, generator=self.gen)
+
+
+class Wanda(PruneMethod):
+    """Score ``S_ij = |W_ij| ||X_j||_2`` from the squared input norms; zero the lowest ``int(d_in * sparsity)``
+    of each output row (``wanda_group="layer"``: of the whole matrix), or M-N per N:M group (Chapter 5)."""
+
+    needs_data = True
+    accumulator = InputNormAccumulator
+
+    def prune(self, weight: Tensor, stats: InputNormAccumulator) -> Tensor:
+        cfg = self.cfg
+        return wanda_prune(weight, stats.sq_norms, cfg.sparsity, n=cfg.n, m=cfg.m, group=cfg.wanda_group)
+
+    def report(self) -> dict:
+        return {"wanda_group": self.cfg.wanda_group}
+
+
+class SparseGPT(PruneMethod):
+    """OBS column by column from ``H = 2/n sum_t x_t x_t^T`` (plus ``percdamp * mean(diag H)``) with
+    ``H^-1 = U^T U``: for column j, ``err_j = (w_j - q_j) / U_jj`` and ``W[:, j:] -= err_j U[j, j:]``; the mask is
+    chosen per block of ``blocksize`` columns (Chapter 4). Layers that see the same input (q/k/v; gate/up) share
+    one ``H``, so one ``H^-1`` factor and one column loop serve them all."""
+
+    needs_data = True
+    accumulator = HessianAccumulator
+    column_blocks = True
+
+    def prune_block(self, lins: dict[str, nn.Linear], stats: dict[str, HessianAccumulator]) -> None:
+        shared: dict[int, list[str]] = {}  # id(accumulator) -> the layers that share it, in block order
+        for name in lins:
+            shared.setdefault(id(stats[name]), []).append(name)
+        cfg = self.cfg
+        for names in shared.values():
+            news = sparsegpt_prune_shared([lins[k].weight.detach() for k in names], stats[names[0]].hessian,
+                                          cfg.sparsity, n=cfg.n, m=cfg.m, blocksize=cfg.blocksize,
+                                          percdamp=cfg.percdamp)
+            for k, new in zip(names, news):
+                _set_weight(lins[k], new)
+
+    def report(self) -> dict:
+        return {"blocksize": self.cfg.blocksize, "percdamp": self.cfg.percdamp}
+
+
+# name -> class; add an entry to add a method. METHODS: the built-in names, in this order (the CLI's choices).
+METHOD_CLASSES: dict[str, type[PruneMethod]] = {
+    "magnitude": Magnitude,
+    "magnitude_global": MagnitudeGlobal,
+    "random": Random,
+    "wanda": Wanda,
+    "sparsegpt": SparseGPT,
+}
+METHODS = tuple(METHOD_CLASSES)
+
+
+# ------------------------------------------------------------------------------------------ validation
 def _check_finite_weights(linears: dict[str, nn.Linear]) -> None:
     for name, lin in linears.items():
         if not torch.isfinite(lin.weight).all():
@@ -278,6 +439,154 @@ def _parse_pattern(pattern) -> tuple[int, int] | None:
         raise ValueError(msg if msg.startswith("`pattern`") else f"`pattern` {pattern!r} is impossible: {msg}") from None
 
 
+def _check_args(method, sparsity, pattern, blocksize, percdamp, batch_size, wanda_group):
+    """``(method class, sparsity, nm)`` from :func:`prune_model`'s arguments; ValueError naming the first bad one."""
+    if not isinstance(method, str) or method not in METHOD_CLASSES:
+        raise ValueError(f"`method` must be one of {list(METHOD_CLASSES)}; got {method!r}")
+    cls = METHOD_CLASSES[method]
+    if wanda_group not in ("row", "layer"):
+        raise ValueError(f"`wanda_group` must be one of ['layer', 'row']; got {wanda_group!r}")
+    nm = _parse_pattern(pattern)
+    if nm is None:
+        sparsity = _check_sparsity_value(sparsity)
+    else:
+        sparsity = 1.0 - nm[0] / nm[1]
+        if cls.unstructured_only is not None:
+            raise ValueError(cls.unstructured_only)
+    for name, value, ok in (
+        ("blocksize", blocksize, isinstance(blocksize, int) and not isinstance(blocksize, bool) and blocksize > 0),
+        ("batch_size", batch_size, isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size > 0),
+        ("percdamp", percdamp, isinstance(percdamp, (int, float)) and not isinstance(percdamp, bool)
+         and 0 <= percdamp < 1),
+    ):
+        if not ok:
+            raise ValueError(f"`{name}` is invalid: got {value!r}")
+    if nm is not None and cls.column_blocks and blocksize % nm[1]:
+        raise ValueError(f"`blocksize` ({blocksize}) must be a multiple of M={nm[1]} for the pattern {pattern!r}")
+    return cls, sparsity, nm
+
+
+def _check_model(model, pattern, nm):
+    """``(blocks, [{name: nn.Linear} per block], {id(linear): full name})``; ValueError naming ``model`` (or
+    ``pattern``) if there is nothing to prune, M does not divide an input dimension, or a weight is offloaded or
+    not finite."""
+    path, blocks = find_decoder_blocks(model)
+    block_linears = [
+        {name: mod for name, mod in block.named_modules() if isinstance(mod, nn.Linear)} for block in blocks
+    ]
+    full_name = {id(mod): f"{path}.{i}.{name}" for i, lins in enumerate(block_linears) for name, mod in lins.items()}
+    if not any(block_linears):
+        raise ValueError("`model`: its decoder blocks contain no nn.Linear layers to prune")
+    if nm is not None:
+        for lins in block_linears:
+            for name, lin in lins.items():
+                if lin.in_features % nm[1]:
+                    raise ValueError(
+                        f"`pattern` {pattern!r}: M={nm[1]} does not divide the input dimension {lin.in_features} "
+                        f"of {full_name[id(lin)]}"
+                    )
+    for block in blocks:
+        _block_device(block)  # raises if weights are offloaded to disk (meta tensors)
+    _check_finite_weights({full_name[id(m)]: m for lins in block_linears for m in lins.values()})
+    return blocks, block_linears, full_name
+
+
+# ------------------------------------------------------------------------------------------ the loop's steps
+@contextlib.contextmanager
+def _timed(times: dict[str, float], key: str):
+    """Add the wall time of the ``with`` body to ``times[key]``."""
+    t0 = time.perf_counter()
+    yield
+    times[key] += time.perf_counter() - t0
+
+
+def _block0_inputs(model, blocks, calibration: Tensor, batch_size: int):
+    """``X_0`` ``[nsamples, seqlen, hidden]`` and block 0's keyword arguments by batch size; ValueError if ``X_0``
+    holds NaN or inf."""
+    inps, kwargs_by_b = _capture_inputs(model, blocks, calibration, batch_size)
+    if not torch.isfinite(inps).all():
+        raise ValueError(
+            "`model`: the inputs of decoder block 0 on the `calibration` data contain NaN or inf "
+            "(check the model's embeddings); nothing was pruned"
+        )
+    return inps, kwargs_by_b
+
+
+def _stats_pass(rule: PruneMethod, b: int, block, lins, inps: Tensor, kw: dict, dev, batch_size: int) -> dict:
+    """Step 1: run ``X_b`` through block ``b``, ``batch_size`` windows at a time, with hooks that feed each linear's
+    input to ``rule``'s accumulator. Returns ``{name: accumulator}`` of the linears the block called (layers that
+    share an input share one); ValueError if some input held NaN or inf."""
+    collector = _StatsCollector(lins, rule.make_accumulator)
+    try:
+        for i in range(0, inps.shape[0], batch_size):
+            x = inps[i : i + batch_size].to(dev)  # (b, seqlen, hidden)
+            collector.run(block, x, kw[x.shape[0]])
+        for acc in collector.acc.values():
+            acc.check_finite()
+    except ValueError as exc:  # an accumulator saw NaN/inf inputs inside block b
+        done = "nothing was pruned" if b == 0 else \
+            f"blocks 0..{b - 1} are ALREADY PRUNED, reload the model before retrying"
+        raise ValueError(
+            f"`model`: inside decoder block {b}, a linear layer received NaN or inf activations on "
+            f"the `calibration` data ({exc}); {done}"
+        ) from exc
+    finally:
+        collector.remove()
+    return {name: acc for name in lins if (acc := collector.stats(name)) is not None}
+
+
+def _prune_block(rule: PruneMethod, lins: dict[str, nn.Linear], stats: dict, full_name: dict[int, str]) -> None:
+    """Step 2: prune the linears of one block. With data, a linear its block never called has no statistics: it
+    is left dense, with a RuntimeWarning."""
+    if rule.needs_data:
+        for name, lin in lins.items():
+            if name not in stats:
+                warnings.warn(f"{full_name[id(lin)]} was not called by its block's forward; left dense",
+                              RuntimeWarning, stacklevel=3)  # 3: prune_model's caller
+        lins = {name: lin for name, lin in lins.items() if name in stats}
+    rule.prune_block(lins, stats)
+
+
+def _propagate(b: int, block, inps: Tensor, outs: Tensor, kw: dict, dev, batch_size: int) -> tuple[Tensor, Tensor]:
+    """Step 3: ``X_{b+1} = block_b'(X_b)``, the PRUNED block's outputs, written into ``outs``. Returns
+    ``(X_{b+1}, X_b)``: the next inputs, and the buffer the next block's outputs overwrite."""
+    for i in range(0, inps.shape[0], batch_size):
+        x = inps[i : i + batch_size].to(dev)
+        outs[i : i + x.shape[0]] = _first(block(x, **kw[x.shape[0]])).to(outs.device)
+    if not torch.isfinite(outs).all():
+        raise ValueError(
+            f"`model`: decoder block {b} produced NaN or inf activations on the `calibration` "
+            "data after pruning; "
+            f"blocks 0..{b} are ALREADY PRUNED, reload the model before retrying "
+            "(try a lower sparsity or more calibration data)"
+        )
+    return outs, inps
+
+
+def _report(model, method: str, pattern, rule: PruneMethod, elapsed: float, times: dict, calibration,
+            batch_size: int) -> dict:
+    """:func:`prune_model`'s report: the arguments that mattered and the sparsity measured on the model."""
+    nm = rule.cfg.nm
+    measured = check_sparsity(model, pattern if nm is not None else None)
+    report = {
+        "method": method,
+        "pattern": "unstructured" if nm is None else f"{nm[0]}:{nm[1]}",
+        "sparsity": rule.cfg.sparsity,
+        "total_sparsity": measured["total"],
+        "layers": measured["layers"],
+        "time_s": elapsed,
+        "times_s": times,
+        "seed": rule.cfg.seed,
+    }
+    if rule.needs_data:
+        report.update(nsamples=int(calibration.shape[0]), seqlen=int(calibration.shape[1]), batch_size=batch_size)
+    report.update(rule.report())
+    if nm is not None:
+        report["nm_valid"] = measured["nm_valid"]
+    return report
+
+
+# ------------------------------------------------------------------------------------------ the driver
 def prune_model(
     model: nn.Module,
     method: str,
@@ -297,11 +606,12 @@ def prune_model(
     ``method``: ``"magnitude"`` (smallest |W_ij| per matrix), ``"magnitude_global"`` (one |W| threshold for all
     matrices together), ``"random"`` (seeded), ``"wanda"`` (score |W_ij| ||X_j||_2, per output row; Chapter 5)
     or ``"sparsegpt"`` (OBS with H = 2/n X X^T, blocks of ``blocksize`` columns, ``percdamp`` dampening;
-    Chapter 4). ``pattern``: ``"unstructured"`` (exactly ``int(numel * sparsity)`` per matrix, or per row for
-    Wanda) or ``"N:M"`` such as ``"2:4"`` (N kept of every M consecutive inputs; ``sparsity`` is then fixed at
-    1 - N/M and the argument is ignored). ``wanda_group``: Wanda's comparison group, ``"row"`` (the paper's
-    choice) or ``"layer"`` (the whole matrix; Chapter 5's ablation). ``calibration``: LongTensor ``[nsamples, seqlen]`` of token ids,
-    needed by wanda and sparsegpt (ignored by the others, which run no forward pass).
+    Chapter 4), or any other name registered in :data:`METHOD_CLASSES`. ``pattern``: ``"unstructured"``
+    (exactly ``int(numel * sparsity)`` per matrix, or per row for Wanda) or ``"N:M"`` such as ``"2:4"`` (N kept
+    of every M consecutive inputs; ``sparsity`` is then fixed at 1 - N/M and the argument is ignored).
+    ``wanda_group``: Wanda's comparison group, ``"row"`` (the paper's choice) or ``"layer"`` (the whole matrix;
+    Chapter 5's ablation). ``calibration``: LongTensor ``[nsamples, seqlen]`` of token ids, needed by wanda and
+    sparsegpt (ignored by the others, which run no forward pass).
 
     Layer-wise (wanda, sparsegpt): record the inputs of block 0 on the calibration set; then for each block one
     statistics pass (hooks on its linears, ``batch_size`` windows at a time), prune all its linears, and one
@@ -314,197 +624,45 @@ def prune_model(
     """
     from tqdm.auto import tqdm
 
-    if not isinstance(method, str) or method not in METHODS:
-        raise ValueError(f"`method` must be one of {list(METHODS)}; got {method!r}")
-    if wanda_group not in ("row", "layer"):
-        raise ValueError(f"`wanda_group` must be one of ['layer', 'row']; got {wanda_group!r}")
-    nm = _parse_pattern(pattern)
-    if nm is None:
-        sparsity = _check_sparsity_value(sparsity)
-    else:
-        sparsity = 1.0 - nm[0] / nm[1]
-        if method == "magnitude_global":
-            raise ValueError(
-                "`pattern`: magnitude_global is unstructured only (an N:M pattern is a per-group rule, the same "
-                "for global and per-matrix magnitude); use method='magnitude' with an N:M pattern"
-            )
-    for name, value, ok in (
-        ("blocksize", blocksize, isinstance(blocksize, int) and not isinstance(blocksize, bool) and blocksize > 0),
-        ("batch_size", batch_size, isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size > 0),
-        ("percdamp", percdamp, isinstance(percdamp, (int, float)) and not isinstance(percdamp, bool)
-         and 0 <= percdamp < 1),
-    ):
-        if not ok:
-            raise ValueError(f"`{name}` is invalid: got {value!r}")
-    if nm is not None and method == "sparsegpt" and blocksize % nm[1]:
-        raise ValueError(f"`blocksize` ({blocksize}) must be a multiple of M={nm[1]} for the pattern {pattern!r}")
-
-    path, blocks = find_decoder_blocks(model)
-    block_linears = [
-        {name: mod for name, mod in block.named_modules() if isinstance(mod, nn.Linear)} for block in blocks
-    ]
-    full_name = {id(mod): f"{path}.{i}.{name}" for i, lins in enumerate(block_linears) for name, mod in lins.items()}
-    if not any(block_linears):
-        raise ValueError("`model`: its decoder blocks contain no nn.Linear layers to prune")
-    if nm is not None:
-        for lins in block_linears:
-            for name, lin in lins.items():
-                if lin.in_features % nm[1]:
-                    raise ValueError(
-                        f"`pattern` {pattern!r}: M={nm[1]} does not divide the input dimension {lin.in_features} "
-                        f"of {full_name[id(lin)]}"
-                    )
-    for block in blocks:
-        _block_device(block)  # raises if weights are offloaded to disk (meta tensors)
-    _check_finite_weights({full_name[id(m)]: m for lins in block_linears for m in lins.values()})
-    if method in _NEEDS_DATA:
+    cls, sparsity, nm = _check_args(method, sparsity, pattern, blocksize, percdamp, batch_size, wanda_group)
+    blocks, block_linears, full_name = _check_model(model, pattern, nm)
+    if cls.needs_data:
         calibration = _check_calibration(calibration, model)
+    rule = cls(PruneConfig(sparsity, nm, blocksize=blocksize, percdamp=percdamp, seed=seed, wanda_group=wanda_group))
 
-    from ..magnitude import global_magnitude_thresholds, magnitude_prune, random_prune
-    from ..sparsegpt import HessianAccumulator, sparsegpt_prune_shared
-    from ..wanda import InputNormAccumulator, wanda_prune
-
-    n_, m_ = nm if nm is not None else (None, None)
     times = {"capture": 0.0, "stats": 0.0, "prune": 0.0, "propagate": 0.0}
     was_training = model.training
     model.eval()
     t_start = time.perf_counter()
-
-    def set_weight(lin: nn.Linear, new: Tensor) -> None:
-        lin.weight.copy_(new.to(device=lin.weight.device, dtype=lin.weight.dtype))
-
-    desc = f"{method} {pattern if nm is None else f'{n_}:{m_}'}"
+    desc = f"{method} {pattern if nm is None else f'{nm[0]}:{nm[1]}'}"
     bar = tqdm(range(len(blocks)), desc=desc, unit="block", disable=not progress)
     try:
         with torch.no_grad(), _tf32_off():
-            if method in ("magnitude", "random"):
-                gen = torch.Generator().manual_seed(int(seed))
-                for b in bar:
-                    t0 = time.perf_counter()
-                    for lin in block_linears[b].values():
-                        w = lin.weight.detach()
-                        if method == "magnitude":
-                            new = magnitude_prune(w, sparsity, n=n_, m=m_)
-                        else:  # the CPU generator draws the scores: move the matrix there and back
-                            new = random_prune(w.cpu(), sparsity, n=n_, m=m_, generator=gen)
-                        set_weight(lin, new)
-                    times["prune"] += time.perf_counter() - t0
-            elif method == "magnitude_global":
-                t0 = time.perf_counter()
-                all_lins = [lin for lins in block_linears for lin in lins.values()]
-                keeps = global_magnitude_thresholds([lin.weight.detach() for lin in all_lins], sparsity)
-                k = 0
-                for b in bar:
-                    for lin in block_linears[b].values():
-                        lin.weight.masked_fill_(~keeps[k].to(lin.weight.device), 0.0)
-                        k += 1
-                times["prune"] += time.perf_counter() - t0
-            else:
-                t0 = time.perf_counter()
-                inps, kwargs_by_b = _capture_inputs(model, blocks, calibration, batch_size)
-                if not torch.isfinite(inps).all():
-                    raise ValueError(
-                        "`model`: the inputs of decoder block 0 on the `calibration` data contain NaN or inf "
-                        "(check the model's embeddings); nothing was pruned"
-                    )
-                outs = torch.empty_like(inps)
-                times["capture"] += time.perf_counter() - t0
-                nsamples = inps.shape[0]
-                acc_class = HessianAccumulator if method == "sparsegpt" else InputNormAccumulator
-
-                def make_acc(d_in: int):  # NaN/inf inputs are caught once per layer, after the pass
-                    return acc_class(d_in, check_each_batch=False)
-                for b in bar:
-                    block, lins = blocks[b], block_linears[b]
+            with _timed(times, "prune"):
+                rule.prepare([lin for lins in block_linears for lin in lins.values()])
+            if rule.needs_data:
+                with _timed(times, "capture"):
+                    inps, kwargs_by_b = _block0_inputs(model, blocks, calibration, batch_size)  # X_0
+                    outs = torch.empty_like(inps)
+            for b in bar:
+                block, lins, stats = blocks[b], block_linears[b], {}
+                if rule.needs_data:  # 1. statistics of X_b, on the block's own device
                     dev = _block_device(block)
-                    kw = {bs: _to(k_, dev) for bs, k_ in kwargs_by_b.items()}
-
-                    # 1. statistics pass: hooks on the block's linears see every calibration token
-                    t0 = time.perf_counter()
-                    collector = _StatsCollector(lins, make_acc)
-                    try:
-                        for i in range(0, nsamples, batch_size):
-                            x = inps[i : i + batch_size].to(dev)  # (b, seqlen, hidden)
-                            collector.run(block, x, kw[x.shape[0]])
-                        for acc in collector.acc.values():
-                            acc.check_finite()
-                    except ValueError as exc:  # an accumulator saw NaN/inf inputs inside block b
-                        done = "nothing was pruned" if b == 0 else \
-                            f"blocks 0..{b - 1} are ALREADY PRUNED, reload the model before retrying"
-                        raise ValueError(
-                            f"`model`: inside decoder block {b}, a linear layer received NaN or inf activations on "
-                            f"the `calibration` data ({exc}); {done}"
-                        ) from exc
-                    finally:
-                        collector.remove()
-                    times["stats"] += time.perf_counter() - t0
-
-                    # 2. prune every linear of the block from those statistics
-                    t0 = time.perf_counter()
-                    shared: dict[int, list[str]] = {}  # layers that share one accumulator (q/k/v; gate/up)
-                    for name, lin in lins.items():
-                        acc = collector.stats(name)
-                        if acc is None:  # the block's forward never used this layer: no statistics
-                            warnings.warn(f"{full_name[id(lin)]} was not called by its block's forward; left dense",
-                                          RuntimeWarning, stacklevel=2)
-                            continue
-                        if method == "sparsegpt":
-                            shared.setdefault(id(acc), []).append(name)
-                        else:
-                            new = wanda_prune(lin.weight.detach(), acc.sq_norms, sparsity, n=n_, m=m_,
-                                              group=wanda_group)
-                            set_weight(lin, new)
-                    for names in shared.values():  # one H^-1 factor and one column loop per shared Hessian
-                        news = sparsegpt_prune_shared([lins[nm_].weight.detach() for nm_ in names],
-                                                      collector.stats(names[0]).hessian, sparsity, n=n_, m=m_,
-                                                      blocksize=blocksize, percdamp=percdamp)
-                        for nm_, new in zip(names, news):
-                            set_weight(lins[nm_], new)
-                    del collector
-                    times["prune"] += time.perf_counter() - t0
-
-                    # 3. propagate: the PRUNED block's outputs are the next block's inputs (not needed after
-                    # the last block)
-                    if b + 1 < len(blocks):
-                        t0 = time.perf_counter()
-                        for i in range(0, nsamples, batch_size):
-                            x = inps[i : i + batch_size].to(dev)
-                            outs[i : i + x.shape[0]] = _first(block(x, **kw[x.shape[0]])).to(outs.device)
-                        if not torch.isfinite(outs).all():
-                            raise ValueError(
-                                f"`model`: decoder block {b} produced NaN or inf activations on the `calibration` "
-                                "data after pruning; "
-                                f"blocks 0..{b} are ALREADY PRUNED, reload the model before retrying "
-                                "(try a lower sparsity or more calibration data)"
-                            )
-                        inps, outs = outs, inps
-                        times["propagate"] += time.perf_counter() - t0
+                    kw = {bs: _to(k, dev) for bs, k in kwargs_by_b.items()}
+                    with _timed(times, "stats"):
+                        stats = _stats_pass(rule, b, block, lins, inps, kw, dev, batch_size)
+                with _timed(times, "prune"):  # 2. prune every linear of the block
+                    _prune_block(rule, lins, stats, full_name)
+                    del stats  # frees the statistics (SparseGPT: a d_in x d_in H per group) before step 3
+                if rule.needs_data and b + 1 < len(blocks):  # 3. X_{b+1}: not needed after the last block
+                    with _timed(times, "propagate"):
+                        inps, outs = _propagate(b, block, inps, outs, kw, dev, batch_size)
     finally:
         bar.close()
         if was_training:
             model.train()
     elapsed = time.perf_counter() - t_start
-
-    measured = check_sparsity(model, pattern if nm is not None else None)
-    report = {
-        "method": method,
-        "pattern": "unstructured" if nm is None else f"{n_}:{m_}",
-        "sparsity": sparsity,
-        "total_sparsity": measured["total"],
-        "layers": measured["layers"],
-        "time_s": elapsed,
-        "times_s": times,
-        "seed": seed,
-    }
-    if method in _NEEDS_DATA:
-        report.update(nsamples=int(calibration.shape[0]), seqlen=int(calibration.shape[1]), batch_size=batch_size)
-    if method == "sparsegpt":
-        report.update(blocksize=blocksize, percdamp=percdamp)
-    if method == "wanda":
-        report["wanda_group"] = wanda_group
-    if nm is not None:
-        report["nm_valid"] = measured["nm_valid"]
-    return report
+    return _report(model, method, pattern, rule, elapsed, times, calibration, batch_size)
 
 
 def check_sparsity(model: nn.Module, pattern: str | None = None) -> dict:
