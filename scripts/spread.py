@@ -33,6 +33,7 @@ CLASS_TEXT = {
     "sparsegpt-high": "the whole model pruned by SparseGPT at 70%",
     "trained": "small networks trained with SGD (the digits MLP of Chapter 2)",
     "lottery": "the lottery-ticket experiment, trained in float64 (Chapter 6): accuracies, early-stopping iterations",
+    "structured": "FFN channels and attention heads cut out by calibration scores (Chapter 8): perplexities",
 }
 
 

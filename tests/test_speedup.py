@@ -94,3 +94,9 @@ def test_csr_sweep_checks_its_products_and_finds_a_crossover():
         sp.csr_sweep(4, 4, 0, [0.5])
     with pytest.raises(ValueError, match="sparsities"):
         sp.csr_sweep(4, 4, 1, [1.5])
+
+
+def test_describe_ratio_reports_no_difference_inside_the_spread():
+    assert sp.describe_ratio({"median": 1.5, "low": 1.4, "high": 1.6}) == "1.50x faster (1.40x to 1.60x)"
+    assert sp.describe_ratio({"median": 1.02, "low": 0.97, "high": 1.05}).startswith("no measurable difference")
+    assert sp.describe_ratio({"median": 0.5, "low": 0.45, "high": 0.55}).startswith("2.00x slower")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["glue", "Table", "png_bytes", "figure_slider"]
+__all__ = ["glue", "Table", "png_bytes", "figure_slider", "amdahl_explorer"]
 
 
 def glue(name: str, value: Any, display: bool = False) -> Any:
@@ -114,3 +114,88 @@ def figure_slider(frames: list[bytes], labels: list[str], description: str, titl
     widgets.jslink((slider, "index"), (stack, "selected_index"))
     parts = ([widgets.HTML(f"<b>{title}</b>")] if title else []) + [slider, stack]
     return widgets.VBox(parts)
+
+
+_EXPLORER_JS = r"""
+(function () {
+  const root = document.getElementById("%(id)s");
+  const pts = %(points)s, W = 520, H = 300, L = 48, R = 12, T = 12, B = 36, YMAX = %(ymax)s;
+  const $ = (k) => root.querySelector("[data-k='" + k + "']");
+  const x = (f) => L + f * (W - L - R), y = (v) => H - B - (Math.min(v, YMAX) - 0) / YMAX * (H - T - B);
+  const amdahl = (f, s) => 1 / ((1 - f) + f / s);
+  const path = (g) => { let d = ""; for (let i = 0; i <= 200; i++) { const f = i / 200, v = g(f);
+    if (!isFinite(v) || v > YMAX) break; d += (i ? "L" : "M") + x(f).toFixed(1) + "," + y(v).toFixed(1); } return d; };
+  function draw() {
+    const f = +$("f").value, s = +$("s").value, b = +$("b").value, vb = %(value_bits)s;
+    const sbw = vb / (vb / 2 + b);
+    $("fv").textContent = f.toFixed(2); $("sv").textContent = s.toFixed(2); $("bv").textContent = b.toFixed(2);
+    let svg = "";
+    for (let v = 0; v <= YMAX; v += 1) svg += '<line x1="' + L + '" x2="' + (W - R) + '" y1="' + y(v) + '" y2="' +
+      y(v) + '" stroke="#8884" /><text x="' + (L - 6) + '" y="' + (y(v) + 4) + '" text-anchor="end">' + v + 'x</text>';
+    for (let i = 0; i <= 10; i += 2) svg += '<text x="' + x(i / 10) + '" y="' + (H - B + 16) +
+      '" text-anchor="middle">' + (i / 10).toFixed(1) + '</text>';
+    svg += '<text x="' + ((L + W - R) / 2) + '" y="' + (H - 4) + '" text-anchor="middle">f, share of time in the linears</text>';
+    svg += '<path d="' + path((g) => 1 / (1 - g)) + '" fill="none" stroke="#999" stroke-dasharray="4 3" />';
+    svg += '<path d="' + path((g) => amdahl(g, sbw)) + '" fill="none" stroke="#2ca02c" stroke-width="1.5" stroke-dasharray="7 3" />';
+    svg += '<path d="' + path((g) => amdahl(g, s)) + '" fill="none" stroke="#1f77b4" stroke-width="2.5" />';
+    svg += '<circle cx="' + x(f) + '" cy="' + y(amdahl(f, s)) + '" r="5" fill="#1f77b4" />';
+    pts.forEach((p, i) => {
+      svg += '<circle cx="' + x(p.f) + '" cy="' + y(p.measured) + '" r="4.5" fill="#d62728"><title>' + p.label +
+        '</title></circle><circle cx="' + x(p.f) + '" cy="' + y(amdahl(p.f, p.s)) + '" r="4.5" fill="none" stroke="#d62728" />' +
+        '<text x="' + (x(p.f) - 7) + '" y="' + (y(p.measured) + 4) + '" text-anchor="end" fill="#d62728">' + (i + 1) + '</text>';
+    });
+    $("plot").innerHTML = svg;
+    const lim = f < 1 ? (1 / (1 - f)).toFixed(2) + "x" : "unbounded";
+    $("out").textContent = "predicted speedup " + amdahl(f, s).toFixed(2) + "x (limit for s -> infinity: " + lim +
+      "); memory-bound 2:4 with " + b.toFixed(2) + " bits of metadata per weight: s <= " + sbw.toFixed(2) +
+      ", end to end <= " + amdahl(f, sbw).toFixed(2) + "x";
+  }
+  ["f", "s", "b"].forEach((k) => $(k).addEventListener("input", draw));
+  draw();
+})();
+"""
+
+
+def amdahl_explorer(points: list[dict], *, f: float = 0.75, s: float = 2.0, meta_bits: float = 1.0,
+                    value_bits: int = 16, ymax: int = 5):
+    """An interactive Amdahl plot that needs no kernel: plain HTML sliders for ``f``, ``s`` and the 2:4 metadata
+    overhead (bits per weight) redraw an SVG in the browser (Chapter 8).
+
+    Blue: the predicted speedup ``1 / ((1 - f) + f / s)`` against ``f`` for the chosen ``s``; grey dashes: the
+    limit ``1 / (1 - f)``; green dashes: the memory-bound 2:4 curve, ``s = value_bits / (value_bits / 2 +
+    meta_bits)``. ``points``: measured results ``{"label", "f", "s", "measured"}``, drawn filled (measured) and
+    hollow (Amdahl's prediction from that point's ``f`` and ``s``), numbered in the legend below. Returns an
+    ``IPython.display.HTML`` object.
+    """
+    import html
+    import json
+    import uuid
+
+    from IPython.display import HTML
+
+    for p in points:
+        if set(p) < {"label", "f", "s", "measured"}:
+            raise ValueError(f"`points`: each needs the keys label, f, s, measured; got {sorted(p)}")
+    uid = f"amdahl-{uuid.uuid4().hex[:8]}"
+    clean = [{"label": str(p["label"]), "f": float(p["f"]), "s": float(p["s"]), "measured": float(p["measured"])}
+             for p in points]
+    js = _EXPLORER_JS % {"id": uid, "points": json.dumps(clean), "ymax": int(ymax), "value_bits": int(value_bits)}
+
+    def slider(key, label, lo, hi, step, value):
+        return (f'<label style="display:inline-block;margin-right:1.2em">{label} '
+                f'<input type="range" data-k="{key}" min="{lo}" max="{hi}" step="{step}" value="{value}" '
+                f'style="vertical-align:middle;width:130px"> <span data-k="{key}v"></span></label>')
+
+    legend = "".join(f"<li>{html.escape(p['label'])}: f = {p['f']:.2f}, s = {p['s']:.2f}, measured "
+                     f"{p['measured']:.2f}x, predicted {1 / ((1 - p['f']) + p['f'] / p['s']):.2f}x</li>"
+                     for p in clean)
+    body = (f'<div id="{uid}" class="amdahl-explorer" style="font-size:13px">'
+            + slider("f", "f", 0, 0.99, 0.01, f) + slider("s", "s", 0.5, 8, 0.05, s)
+            + slider("b", "metadata bits/weight", 0, 4, 0.25, meta_bits)
+            + f'<svg data-k="plot" width="520" height="300" style="display:block;font:11px sans-serif;'
+            f'fill:currentColor"></svg><div data-k="out" style="margin:.3em 0"></div>'
+            f'<div style="color:#888">blue: Amdahl for the chosen s (dot: the chosen f); grey dashes: the limit '
+            f'1/(1-f); green dashes: memory-bound 2:4 with the metadata; red: measured (filled) and predicted '
+            f'from that point\'s f and s (hollow)</div>'
+            f'<ol style="margin:0;padding-left:1.5em">{legend}</ol></div><script>{js}</script>')
+    return HTML(body)

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import torch
 
 __all__ = ["amdahl", "amdahl_limit", "fraction_needed", "bytes_per_weight", "bandwidth_speedup", "crossover",
-           "decode_time_bound", "summarize", "time_call", "memory_bandwidth", "csr_sweep", "ratio_spread"]
+           "decode_time_bound", "summarize", "time_call", "memory_bandwidth", "csr_sweep", "ratio_spread", "describe_ratio"]
 
 
 def _fraction(f, name: str = "f") -> float:
@@ -147,6 +147,17 @@ def ratio_spread(a: dict, b: dict) -> dict[str, float]:
     its range from the most pessimistic to the most optimistic pairing of the repeats
     (``a.min / b.max`` .. ``a.max / b.min``) (Chapter 8)."""
     return {"median": a["median"] / b["median"], "low": a["min"] / b["max"], "high": a["max"] / b["min"]}
+
+
+def describe_ratio(r: dict, what: str = "faster") -> str:
+    """A speedup from :func:`ratio_spread` in words, honest about its spread: ``"1.52x faster (1.41x to
+    1.60x)"``, or ``"no measurable difference (0.97x to 1.04x)"`` when the range contains 1 (Chapter 8)."""
+    rng = f"{r['low']:.2f}x to {r['high']:.2f}x"
+    if r["low"] <= 1.0 <= r["high"]:
+        return f"no measurable difference ({rng})"
+    if r["median"] < 1.0:
+        return f"{1 / r['median']:.2f}x slower ({rng})"
+    return f"{r['median']:.2f}x {what} ({rng})"
 
 
 def memory_bandwidth(nbytes: int = 1 << 28, *, repeats: int = 5, device: str | torch.device = "cpu") -> dict:

@@ -27,6 +27,7 @@ from .data import (
     sample_windows,
     wikitext2_tokens,
 )
+from . import latency, surgery  # noqa: E402  (Chapter 8)
 from .driver import METHODS, check_sparsity, find_decoder_blocks, prunable_linears, prune_model
 from .evaluate import eval_windows, nll_per_window, perplexity
 from .experiment import restore_weights, run_grid, snapshot_weights
@@ -34,6 +35,8 @@ from .models import cache_dir, load_default, load_model
 
 __all__ = [
     "METHODS",
+    "latency",
+    "surgery",
     "load_default",
     "load_model",
     "cache_dir",

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import os
+import sys
 import time
 from typing import Callable, Iterator
 
@@ -162,6 +164,25 @@ def _ranges(modules: dict[str, nn.Module], label: str) -> Iterator[None]:
             h.remove()
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Silence what native code writes to file descriptor 2 (torch 2.13's profiler prints a ``USDT: ...
+    profiler_start`` line there on every run); Python's own ``sys.stderr`` and exceptions are unaffected."""
+    try:
+        fd = sys.__stderr__.fileno() if sys.__stderr__ is not None else 2
+        saved = os.dup(fd)
+    except (OSError, ValueError, AttributeError):  # no real descriptor (some hosted notebooks): change nothing
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), fd)
+            yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+
+
 def linear_share(model: nn.Module, step: Callable[[], None], *, top: int = 8) -> dict:
     """Profile one call of ``step`` (e.g. :func:`prefill_step`) and return the share of its time spent in the
     prunable linears, ``f``, and in ``lm_head`` (Chapter 8).
@@ -176,7 +197,8 @@ def linear_share(model: nn.Module, step: Callable[[], None], *, top: int = 8) ->
     cuda = dev.type == "cuda"
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     head = {"lm_head": model.lm_head} if isinstance(getattr(model, "lm_head", None), nn.Linear) else {}
-    with _ranges(prunable_linears(model), RANGE), _ranges(head, HEAD_RANGE), profile(activities=acts) as prof:
+    with _quiet_native_stderr(), _ranges(prunable_linears(model), RANGE), _ranges(head, HEAD_RANGE), \
+            profile(activities=acts) as prof:
         with torch.profiler.record_function(STEP_RANGE):
             step()
         if cuda:
