@@ -267,26 +267,27 @@ def _workload_row(dense: nn.Module, sparse: nn.Module, kind: str, tokens: int, r
     from pruning_lab import speedup as sp
     from pruning_lab.llm import latency as lat
 
-    prompt, new = AMDAHL_DECODE
-    if kind == "prefill":
-        timed = lambda m: lat.time_prefill(m, tokens, repeats=repeats)  # noqa: E731
-        step = lat.prefill_step(dense, tokens)
-        lin_tokens = tokens
-    else:
-        timed = lambda m: lat.time_decode(m, tokens, new, repeats=repeats)  # noqa: E731
-        step = lat.decode_steps(dense, tokens, new)()
-        lin_tokens = 1
-    t_dense = timed(dense)
-    with lat.noop_linears(dense):
-        t_noop = timed(dense)
+    new = AMDAHL_DECODE[1]
+    lin_tokens = tokens if kind == "prefill" else 1
+    step = lat.prefill_step(dense, tokens) if kind == "prefill" else lat.decode_steps(dense, tokens, new)()
+
+    def noop(sample):  # the same sample with the prunable linears replaced by zeros
+        def run():
+            with lat.noop_linears(dense):
+                return sample()
+        return run
+
+    # dense, no-op and 2:4 samples alternate (A B C A B C ...): a drift of the machine hits all alike
+    t_dense, t_noop, t_sparse = lat.interleaved(
+        [lat.sampler(dense, kind, tokens, new_tokens=new), noop(lat.sampler(dense, kind, tokens, new_tokens=new)),
+         lat.sampler(sparse, kind, tokens, new_tokens=new)], repeats=repeats)
     f_noop = 1.0 - t_noop["median"] / t_dense["median"]
     try:
         f_prof = lat.linear_share(dense, step)["f"]
     except Exception as exc:  # noqa: BLE001 - the profiler is optional here
         f_prof = _error(exc)
-    s_lin = sp.ratio_spread(lat.linears_time(dense, lin_tokens, repeats=repeats),
-                            lat.linears_time(sparse, lin_tokens, repeats=repeats))
-    t_sparse = timed(sparse)
+    s_lin = sp.ratio_spread(*lat.interleaved([lat.sampler(m, "linears", lin_tokens) for m in (dense, sparse)],
+                                             repeats=repeats))
     measured = sp.ratio_spread(t_dense, t_sparse)
     return {"workload": kind, "tokens": tokens, "new_tokens": new if kind == "decode" else None,
             "dense_ms": t_dense["median"] * 1e3, "sparse_ms": t_sparse["median"] * 1e3,

@@ -299,3 +299,29 @@ def test_chapter_page_renders_offline(rel_path, request):
         problems.append("(c) " + network)
 
     assert not problems, f"{rel_path}:\n" + "\n".join(problems)
+
+
+def test_amdahl_explorer_redraws_without_a_kernel(request):
+    """Chapter 8's explorer (plain HTML sliders + SVG, no widget state): moving its f and s sliders must redraw
+    the curve and print Amdahl's speedup for the new values."""
+    rel_path = "chapters/08_amdahl_speedup.html"
+    if not (HTML_DIR / rel_path).exists():
+        _loud_skip(f"no built page {rel_path} (run `make book` first)")
+    site_url = request.getfixturevalue("site_url")
+    page, log = request.getfixturevalue("page_and_log")
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    page.goto(f"{site_url}/{rel_path}", wait_until="load")
+    root = page.locator(".amdahl-explorer").first
+    out = root.locator("[data-k=out]")
+    page.wait_for_function("() => document.querySelector('.amdahl-explorer [data-k=out]').textContent.length > 0")
+    assert root.locator("[data-k=plot] path").count() >= 3  # the limit, the 2:4 curve and Amdahl's curve
+    before = out.text_content()
+    for f, s in [(0.5, 2.0), (0.9, 4.0)]:
+        for key, value in (("f", f), ("s", s)):
+            root.locator(f"input[data-k={key}]").evaluate(
+                "(e, v) => { e.value = v; e.dispatchEvent(new Event('input')); }", value)
+        text = out.text_content()
+        assert f"predicted speedup {1 / ((1 - f) + f / s):.2f}x" in text, text
+        assert f"limit for s -> infinity: {1 / (1 - f):.2f}x" in text, text
+    assert out.text_content() != before
+    assert not _report(log), _report(log)

@@ -101,3 +101,21 @@ def test_linear_share_sees_slow_linears():
 def test_bad_input(call, word):
     with pytest.raises(ValueError, match=word):
         call(tiny_llama(layers=1))
+
+
+def test_interleaved_alternates_the_candidates():
+    order = []
+    out = lat.interleaved([lambda: order.append("a") or 0.1, lambda: order.append("b") or 0.2], repeats=3, warmup=1)
+    assert order == ["a", "b"] * 4
+    assert [o["median"] for o in out] == [0.1, 0.2] and all(o["repeats"] == 3 for o in out)
+    with pytest.raises(ValueError, match="repeats"):
+        lat.interleaved([lambda: 0.1], repeats=2)
+
+
+def test_compare_and_samplers():
+    model = tiny_llama(layers=1)
+    for kind in ("prefill", "decode", "linears"):
+        a, b = lat.compare(model, model, kind, 4, new_tokens=2, repeats=3)
+        assert a["median"] > 0 and b["median"] > 0
+    with pytest.raises(ValueError, match="`kind`"):
+        lat.sampler(model, "train", 4)

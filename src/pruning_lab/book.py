@@ -177,8 +177,8 @@ def amdahl_explorer(points: list[dict], *, f: float = 0.75, s: float = 2.0, meta
         if set(p) < {"label", "f", "s", "measured"}:
             raise ValueError(f"`points`: each needs the keys label, f, s, measured; got {sorted(p)}")
     uid = f"amdahl-{uuid.uuid4().hex[:8]}"
-    clean = [{"label": str(p["label"]), "f": float(p["f"]), "s": float(p["s"]), "measured": float(p["measured"])}
-             for p in points]
+    clean = [{"label": html.escape(str(p["label"])), "f": float(p["f"]), "s": float(p["s"]),
+              "measured": float(p["measured"])} for p in points]  # labels as HTML text, for the SVG and the legend
     js = _EXPLORER_JS % {"id": uid, "points": json.dumps(clean), "ymax": int(ymax), "value_bits": int(value_bits)}
 
     def slider(key, label, lo, hi, step, value):
@@ -186,7 +186,7 @@ def amdahl_explorer(points: list[dict], *, f: float = 0.75, s: float = 2.0, meta
                 f'<input type="range" data-k="{key}" min="{lo}" max="{hi}" step="{step}" value="{value}" '
                 f'style="vertical-align:middle;width:130px"> <span data-k="{key}v"></span></label>')
 
-    legend = "".join(f"<li>{html.escape(p['label'])}: f = {p['f']:.2f}, s = {p['s']:.2f}, measured "
+    legend = "".join(f"<li>{p['label']}: f = {p['f']:.2f}, s = {p['s']:.2f}, measured "
                      f"{p['measured']:.2f}x, predicted {1 / ((1 - p['f']) + p['f'] / p['s']):.2f}x</li>"
                      for p in clean)
     body = (f'<div id="{uid}" class="amdahl-explorer" style="font-size:13px">'

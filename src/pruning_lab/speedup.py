@@ -156,7 +156,7 @@ def describe_ratio(r: dict, what: str = "faster") -> str:
     if r["low"] <= 1.0 <= r["high"]:
         return f"no measurable difference ({rng})"
     if r["median"] < 1.0:
-        return f"{1 / r['median']:.2f}x slower ({rng})"
+        return f"{1 / r['median']:.2f}x slower (a speedup of {rng})"
     return f"{r['median']:.2f}x {what} ({rng})"
 
 
@@ -195,8 +195,9 @@ def csr_sweep(d_out: int, d_in: int, tokens: int, sparsities: Sequence[float], *
     sparsity and ``X [d_in, tokens]`` (``tokens = 1``: one decoding step; more: prefill) (Chapter 8).
 
     Both products are checked against each other before timing. Returns ``{"sparsities", "dense", "csr"}`` with
-    one :func:`time_call` result per sparsity, and ``"crossover"``: the sparsity at which CSR's median time
-    drops below dense's (:func:`crossover`), or None.
+    one :func:`time_call` result per sparsity, ``"crossover"``: the sparsity at which CSR's median time drops
+    below dense's (:func:`crossover`), or None, and ``"crossover_range"``: the same from the extremes of the
+    repeats, ``(earliest, latest)`` (CSR's fastest vs dense's slowest run, and the reverse).
     """
     for name, v in (("d_out", d_out), ("d_in", d_in), ("tokens", tokens)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -214,7 +215,11 @@ def csr_sweep(d_out: int, d_in: int, tokens: int, sparsities: Sequence[float], *
             raise RuntimeError("internal: the CSR product differs from the dense one")
         dense.append(time_call(lambda: w @ x, repeats=repeats))
         csr.append(time_call(lambda: w_csr @ x, repeats=repeats))
-    medians = ([t["median"] for t in dense], [t["median"] for t in csr])
-    cross = crossover(sparsities, *medians) if len(sparsities) >= 2 else None
+    def cross(d_key: str, c_key: str) -> float | None:
+        if len(sparsities) < 2:
+            return None
+        return crossover(sparsities, [t[d_key] for t in dense], [t[c_key] for t in csr])
+
+    # the range: CSR at its fastest against dense at its slowest (earliest), and the other way round (latest)
     return {"shape": (d_out, d_in, tokens), "sparsities": sparsities, "dense": dense, "csr": csr,
-            "crossover": cross}
+            "crossover": cross("median", "median"), "crossover_range": (cross("max", "min"), cross("min", "max"))}

@@ -26,11 +26,11 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-from ..speedup import summarize, time_call
+from ..speedup import summarize
 from .driver import prunable_linears
 
-__all__ = ["prefill_step", "decode_steps", "time_prefill", "time_decode", "linear_share", "noop_linears",
-           "linears_time"]
+__all__ = ["prefill_step", "decode_steps", "sampler", "interleaved", "compare", "time_prefill", "time_decode",
+           "linear_share", "noop_linears", "linears_time"]
 
 RANGE = "pruning_lab::prunable_linear"
 HEAD_RANGE = "pruning_lab::lm_head"
@@ -119,28 +119,70 @@ def decode_steps(model: nn.Module, prompt: int, new_tokens: int, *, seed: int = 
     return prepare
 
 
+def _clocked(fn: Callable[[], None], sync: Callable[[], None] | None) -> float:
+    sync = sync or (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - t0
+
+
+def sampler(model: nn.Module, kind: str, tokens: int, *, new_tokens: int = 16) -> Callable[[], float]:
+    """A callable returning ONE timing sample, in seconds (Chapter 8): ``"prefill"`` (one prefill of ``tokens``
+    tokens), ``"decode"`` (per token, over ``new_tokens`` tokens after a fresh prompt of ``tokens``; only the
+    decoding is timed) or ``"linears"`` (every prunable linear once on ``[tokens, d_in]``, see
+    :func:`linears_time`)."""
+    sync = _sync(_device(model))
+    if kind == "prefill":
+        step = prefill_step(model, tokens)
+        return lambda: _clocked(step, sync)
+    if kind == "decode":
+        prepare = decode_steps(model, tokens, new_tokens)
+        return lambda: _clocked(prepare(), sync) / new_tokens
+    if kind == "linears":
+        return lambda: _clocked(_linears_step(model, tokens), sync)
+    raise ValueError(f"`kind` must be one of ['decode', 'linears', 'prefill']; got {kind!r}")
+
+
+def interleaved(samplers: list[Callable[[], float]], *, repeats: int = 5, warmup: int = 1) -> list[dict]:
+    """Time several candidates fairly: after ``warmup`` rounds, ``repeats`` rounds that each take one sample of
+    every candidate in turn (A B A B ...), so that a slow drift of the machine (another job, the clock) affects
+    all of them alike. One :func:`pruning_lab.speedup.summarize` result per candidate (Chapter 8)."""
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 3:
+        raise ValueError(f"`repeats` must be an integer >= 3 (a spread needs several runs); got {repeats!r}")
+    for _ in range(warmup):
+        for sample in samplers:
+            sample()
+    times: list[list[float]] = [[] for _ in samplers]
+    for _ in range(repeats):
+        for i, sample in enumerate(samplers):
+            times[i].append(sample())
+    return [summarize(t) for t in times]
+
+
+def compare(model_a: nn.Module, model_b: nn.Module, kind: str, tokens: int, *, new_tokens: int = 16,
+            repeats: int = 5) -> tuple[dict, dict]:
+    """Interleaved timings of two models on the same workload (see :func:`sampler`): ``(a, b)``, each a
+    median-and-spread dict in seconds; :func:`pruning_lab.speedup.ratio_spread` (a, b) is b's speedup
+    (Chapter 8)."""
+    a, b = interleaved([sampler(m, kind, tokens, new_tokens=new_tokens) for m in (model_a, model_b)],
+                       repeats=repeats)
+    return a, b
+
+
 def time_prefill(model: nn.Module, tokens: int, *, repeats: int = 5, warmup: int = 1) -> dict:
-    """Wall-clock time of one prefill of ``tokens`` tokens: :func:`pruning_lab.speedup.time_call`'s median and
-    spread, in seconds (Chapter 8)."""
-    return time_call(prefill_step(model, tokens), repeats=repeats, warmup=warmup, sync=_sync(_device(model)))
+    """Wall-clock time of one prefill of ``tokens`` tokens: median and spread over ``repeats``, in seconds
+    (Chapter 8)."""
+    return interleaved([sampler(model, "prefill", tokens)], repeats=repeats, warmup=warmup)[0]
 
 
 def time_decode(model: nn.Module, prompt: int = 32, new_tokens: int = 16, *, repeats: int = 5,
                 warmup: int = 1) -> dict:
     """Wall-clock time PER DECODED TOKEN after a prompt of ``prompt`` tokens, over ``new_tokens`` tokens;
     median and spread over ``repeats`` fresh caches, in seconds (Chapter 8)."""
-    prepare, sync = decode_steps(model, prompt, new_tokens), _sync(_device(model)) or (lambda: None)
-    for _ in range(warmup):
-        prepare()()
-    times = []
-    for _ in range(repeats):
-        run = prepare()
-        sync()
-        t0 = time.perf_counter()
-        run()
-        sync()
-        times.append((time.perf_counter() - t0) / new_tokens)
-    return summarize(times)
+    return interleaved([sampler(model, "decode", prompt, new_tokens=new_tokens)], repeats=repeats,
+                       warmup=warmup)[0]
 
 
 @contextlib.contextmanager
@@ -251,10 +293,8 @@ def noop_linears(model: nn.Module) -> Iterator[nn.Module]:
             setattr(parent, child, lin)
 
 
-def linears_time(model: nn.Module, tokens: int, *, repeats: int = 5) -> dict:
-    """Time to run every prunable linear of ``model`` once on a random input ``[tokens, d_in]``, in the model's
-    order, without the rest of the model: the part Amdahl's ``s`` speaks about. Median and spread, in seconds
-    (Chapter 8)."""
+def _linears_step(model: nn.Module, tokens: int) -> Callable[[], None]:
+    """Every prunable linear of ``model`` once, in the model's order, on a random input ``[tokens, d_in]``."""
     tokens = _check_tokens(tokens, "tokens")
     lins = list(prunable_linears(model).values())
     dev, dtype = _device(model), lins[0].weight.dtype
@@ -266,4 +306,11 @@ def linears_time(model: nn.Module, tokens: int, *, repeats: int = 5) -> dict:
             for m in lins:
                 m(xs[m.in_features])
 
-    return time_call(run, repeats=repeats, sync=_sync(dev))
+    return run
+
+
+def linears_time(model: nn.Module, tokens: int, *, repeats: int = 5) -> dict:
+    """Time to run every prunable linear of ``model`` once on a random input ``[tokens, d_in]``, in the model's
+    order, without the rest of the model: the part Amdahl's ``s`` speaks about. Median and spread, in seconds
+    (Chapter 8)."""
+    return interleaved([sampler(model, "linears", tokens)], repeats=repeats)[0]
