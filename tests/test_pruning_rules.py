@@ -251,3 +251,39 @@ def test_all_finite_handles_overflowing_sums():
     assert not all_finite(torch.tensor([1.0, float("nan")]))
     assert not all_finite(torch.tensor([float("inf"), -float("inf")]))
     assert all_finite(torch.empty(0))
+
+
+# ------------------------------------------------------------------ SparseGPT's column order (Chapter 4)
+def _problem(seed=0, d_out=6, d_in=16, n=64):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d_in, generator=g, dtype=torch.float64) * torch.linspace(0.2, 3, d_in, dtype=torch.float64)
+    return torch.randn(d_out, d_in, generator=g, dtype=torch.float64), x.T @ x
+
+
+def test_column_order_natural_is_the_default_and_a_permutation_is_undone():
+    from pruning_lab.sparsegpt import column_order, sparsegpt_prune
+
+    w, h = _problem()
+    base = sparsegpt_prune(w, h, 0.5, blocksize=4)
+    assert torch.equal(sparsegpt_prune(w, h, 0.5, blocksize=4, order="natural"), base)
+    assert torch.equal(sparsegpt_prune(w, h, 0.5, blocksize=4, order=torch.arange(16)), base)
+    perm = column_order("act", h)
+    assert torch.equal(perm, torch.sort(h.diagonal(), descending=True, stable=True).indices)
+    got = sparsegpt_prune(w, h, 0.5, blocksize=4, order="act")
+    # the same as pruning the permuted problem in its natural order, then un-permuting the columns
+    ref = sparsegpt_prune(w[:, perm], h[perm][:, perm], 0.5, blocksize=4)[:, torch.argsort(perm)]
+    assert torch.equal(got, ref)
+    for order in ("act", "random"):
+        out = sparsegpt_prune(w, h, 0.5, blocksize=4, order=order)
+        assert int((out == 0).sum()) == 48 and not torch.equal(out, base)
+    assert torch.equal(w, _problem()[0])  # input untouched
+
+
+@pytest.mark.parametrize("kw, word", [(dict(order="sideways"), "`order`"), (dict(order=torch.zeros(16)), "`order`"),
+                                      (dict(order="act", n=2, m=4), "unstructured")])
+def test_column_order_bad_input(kw, word):
+    from pruning_lab.sparsegpt import sparsegpt_prune
+
+    w, h = _problem()
+    with pytest.raises(ValueError, match=word):
+        sparsegpt_prune(w, h, 0.5, blocksize=4, **kw)

@@ -28,7 +28,7 @@ from .nm import check_nm_args
 _HBLOCK = 128  # rows per block of the Hessian accumulation (speed only)
 _SUB = 32  # columns per sub-block of the per-column loop (speed only; the result does not depend on it)
 
-__all__ = ["HessianAccumulator", "hessian_from_inputs", "inverse_hessian_factor", "sparsegpt_prune",
+__all__ = ["HessianAccumulator", "hessian_from_inputs", "inverse_hessian_factor", "sparsegpt_prune", "ORDERS", "column_order",
            "sparsegpt_prune_shared"]
 
 
@@ -131,7 +131,7 @@ def _lowest_in_group(score: Tensor, k: int, earlier: Tensor) -> Tensor:
 
 
 def sparsegpt_prune(weight, hessian, sparsity: float = 0.5, *, n: int | None = None, m: int | None = None,
-                    blocksize: int = 128, percdamp: float = 0.01) -> Tensor:
+                    blocksize: int = 128, percdamp: float = 0.01, order="natural") -> Tensor:
     """Prune ``weight`` (``[d_out, d_in]``) with SparseGPT given ``hessian`` = X X^T of its inputs (Chapter 4).
 
     ``hessian``: ``[d_in, d_in]`` at any positive scale. Unstructured: each block of ``blocksize`` columns
@@ -139,12 +139,38 @@ def sparsegpt_prune(weight, hessian, sparsity: float = 0.5, *, n: int | None = N
     ``sparsity`` ignored): in each group of M consecutive columns, each row keeps N, chosen when the group is
     reached (so with the already-updated weights). Computes in float32; returns a new tensor of ``weight``'s
     dtype with zeros where pruned (float64 in, float64 arithmetic). ``weight`` and ``hessian`` are untouched.
+    ``order``: the order in which the columns are visited (unstructured only, Chapter 4): ``"natural"``
+    (0, 1, ..., as the paper), ``"act"`` (decreasing ``H_jj``, GPTQ's act-order: the columns with the loudest
+    inputs first, while most later columns can still compensate their errors), ``"random"`` (a seeded shuffle,
+    ``torch.manual_seed``-independent: seed 0) or a permutation tensor ``[d_in]``.
     """
-    return sparsegpt_prune_shared([weight], hessian, sparsity, n=n, m=m, blocksize=blocksize, percdamp=percdamp)[0]
+    return sparsegpt_prune_shared([weight], hessian, sparsity, n=n, m=m, blocksize=blocksize, percdamp=percdamp,
+                                  order=order)[0]
+
+
+ORDERS = ("natural", "act", "random")
+
+
+def column_order(order, hessian: Tensor) -> Tensor | None:
+    """The permutation ``[d_in]`` of the columns that ``order`` names for this ``hessian`` (see
+    :func:`sparsegpt_prune`), or None for the natural order (Chapter 4)."""
+    d_in = hessian.shape[0]
+    if isinstance(order, Tensor):
+        perm = order.to(torch.long).cpu()
+        if perm.shape != (d_in,) or not torch.equal(perm.sort().values, torch.arange(d_in)):
+            raise ValueError(f"`order` as a tensor must be a permutation of range({d_in})")
+        return perm
+    if order == "natural":
+        return None
+    if order == "act":  # decreasing H_jj; ties keep the natural order
+        return torch.sort(hessian.diagonal().cpu(), descending=True, stable=True).indices
+    if order == "random":
+        return torch.randperm(d_in, generator=torch.Generator().manual_seed(0))
+    raise ValueError(f"`order` must be one of {list(ORDERS)} or a permutation tensor; got {order!r}")
 
 
 def sparsegpt_prune_shared(weights, hessian, sparsity: float = 0.5, *, n: int | None = None, m: int | None = None,
-                           blocksize: int = 128, percdamp: float = 0.01) -> list[Tensor]:
+                           blocksize: int = 128, percdamp: float = 0.01, order="natural") -> list[Tensor]:
     """:func:`sparsegpt_prune` for several matrices that see the same inputs, so share one ``hessian`` (Chapter 4).
 
     ``weights``: matrices ``[d_out_i, d_in]`` (e.g. q/k/v of an attention block, or gate/up of an MLP). The
@@ -171,12 +197,23 @@ def sparsegpt_prune_shared(weights, hessian, sparsity: float = 0.5, *, n: int | 
     if nm and blocksize % nm[1]:
         raise ValueError(f"`blocksize` must be a multiple of m={nm[1]}; got {blocksize}")
 
+    perm = column_order(order, H)
+    if perm is not None and nm:
+        raise ValueError(f"`order` {order if isinstance(order, str) else 'permutation'!r} is for unstructured "
+                         "pruning: N:M groups are consecutive columns in the natural order")
+
     dtype = Ws[0].dtype
     cdtype = torch.float64 if dtype == torch.float64 else torch.float32  # compute dtype
-    U, dead = inverse_hessian_factor(H.to(Ws[0].device, cdtype), percdamp)  # H^-1 = U^T U, U upper
     W = torch.cat([w.detach().to(cdtype) for w in Ws], dim=0)  # (sum d_out_i, d_in): a new tensor
+    H = H.to(Ws[0].device, cdtype)
+    if perm is not None:  # visit the columns in this order: permute W's columns and H's rows and columns
+        perm = perm.to(W.device)
+        W, H = W[:, perm], H[perm][:, perm]
+    U, dead = inverse_hessian_factor(H, percdamp)  # H^-1 = U^T U, U upper
     W[:, dead] = 0.0
     _prune_columns(W, U, [w.shape[0] for w in Ws], sparsity, nm, blocksize)
+    if perm is not None:
+        W = W[:, torch.argsort(perm)]  # back to the natural order
     return [part.to(dtype) for part in W.split([w.shape[0] for w in Ws], dim=0)]
 
 
