@@ -261,39 +261,11 @@ def end_to_end(backend: str, min_run_time: float) -> dict:
 
 
 def _workload_row(dense: nn.Module, sparse: nn.Module, kind: str, tokens: int, repeats: int) -> dict:
-    """Chapter 8 on one workload (``prefill`` of ``tokens`` tokens, or ``decode`` after a prompt of ``tokens``):
-    f of the dense model (no-op linears, wall clock; and the profiler's device time), the per-matmul speedup s
-    of the 2:4 linears alone, Amdahl's prediction from them, and the measured end-to-end speedup."""
-    from pruning_lab import speedup as sp
+    """Chapter 8 on one workload: :func:`pruning_lab.llm.latency.predict_and_measure` (f by no-op linears and by
+    the profiler's device time, s of the 2:4 linears alone, Amdahl's prediction, the measured speedup)."""
     from pruning_lab.llm import latency as lat
 
-    new = AMDAHL_DECODE[1]
-    lin_tokens = tokens if kind == "prefill" else 1
-    step = lat.prefill_step(dense, tokens) if kind == "prefill" else lat.decode_steps(dense, tokens, new)()
-
-    def noop(sample):  # the same sample with the prunable linears replaced by zeros
-        def run():
-            with lat.noop_linears(dense):
-                return sample()
-        return run
-
-    # dense, no-op and 2:4 samples alternate (A B C A B C ...): a drift of the machine hits all alike
-    t_dense, t_noop, t_sparse = lat.interleaved(
-        [lat.sampler(dense, kind, tokens, new_tokens=new), noop(lat.sampler(dense, kind, tokens, new_tokens=new)),
-         lat.sampler(sparse, kind, tokens, new_tokens=new)], repeats=repeats)
-    f_noop = 1.0 - t_noop["median"] / t_dense["median"]
-    try:
-        f_prof = lat.linear_share(dense, step)["f"]
-    except Exception as exc:  # noqa: BLE001 - the profiler is optional here
-        f_prof = _error(exc)
-    s_lin = sp.ratio_spread(*lat.interleaved([lat.sampler(m, "linears", lin_tokens) for m in (dense, sparse)],
-                                             repeats=repeats))
-    measured = sp.ratio_spread(t_dense, t_sparse)
-    return {"workload": kind, "tokens": tokens, "new_tokens": new if kind == "decode" else None,
-            "dense_ms": t_dense["median"] * 1e3, "sparse_ms": t_sparse["median"] * 1e3,
-            "noop_ms": t_noop["median"] * 1e3, "f_noop": f_noop, "f_profiler": f_prof, "s_linears": s_lin,
-            "predicted": sp.amdahl(min(max(f_noop, 0.0), 1.0), s_lin["median"]), "measured": measured,
-            "unit": "ms per token" if kind == "decode" else "ms per prefill"}
+    return lat.predict_and_measure(dense, sparse, kind, tokens, new_tokens=AMDAHL_DECODE[1], repeats=repeats)
 
 
 def amdahl_gpu(backend: str, deadline: float, repeats: int = AMDAHL_REPEATS) -> list[dict]:

@@ -325,3 +325,32 @@ def test_amdahl_explorer_redraws_without_a_kernel(request):
         assert f"limit for s -> infinity: {1 / (1 - f):.2f}x" in text, text
     assert out.text_content() != before
     assert not _report(log), _report(log)
+
+
+def test_quiz_grades_itself_without_a_kernel(request):
+    """Chapter 8's quiz: a wrong option, then the right one, and a wrong then a right number, each changing the
+    feedback shown, in the static page."""
+    rel_path = "chapters/08_amdahl_speedup.html"
+    if not (HTML_DIR / rel_path).exists():
+        _loud_skip(f"no built page {rel_path} (run `make book` first)")
+    site_url = request.getfixturevalue("site_url")
+    page, log = request.getfixturevalue("page_and_log")
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    page.goto(f"{site_url}/{rel_path}", wait_until="load")
+    quiz = page.locator(".pl-quiz").first
+    mc = quiz.locator("[data-q]").filter(has=page.locator("input[type=radio]")).first
+    feedback = mc.locator(".quiz-feedback")
+    mc.locator("input[data-ok='0']").first.check()
+    assert mc.get_attribute("data-answered") == "wrong" and feedback.text_content().startswith("Not quite.")
+    mc.locator("input[data-ok='1']").check()
+    assert mc.get_attribute("data-answered") == "right" and feedback.text_content().startswith("Right.")
+    num_q = quiz.locator("[data-q]").filter(has=page.locator("input[type=number]")).first
+    box = num_q.locator("input[type=number]")
+    answer = float(box.get_attribute("data-answer"))
+    box.fill(str(answer + 10))
+    num_q.locator("button").click()
+    assert num_q.get_attribute("data-answered") == "wrong" and "Too high" in num_q.locator(".quiz-feedback").text_content()
+    box.fill(str(answer))
+    num_q.locator("button").click()
+    assert num_q.get_attribute("data-answered") == "right"
+    assert not _report(log), _report(log)

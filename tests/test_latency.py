@@ -119,3 +119,14 @@ def test_compare_and_samplers():
         assert a["median"] > 0 and b["median"] > 0
     with pytest.raises(ValueError, match="`kind`"):
         lat.sampler(model, "train", 4)
+
+
+def test_predict_and_measure_gives_a_prediction_and_a_measurement():
+    dense = tiny_llama(layers=1)
+    for kind in ("prefill", "decode"):
+        row = lat.predict_and_measure(dense, dense, kind, 6, new_tokens=2, repeats=3)
+        assert 0 <= row["f_noop"] <= 1 and isinstance(row["f_profiler"], float)
+        assert row["predicted"] > 0 and row["measured"]["low"] <= row["measured"]["median"] <= row["measured"]["high"]
+    assert prunable_linears(dense)  # the no-op linears were put back
+    with pytest.raises(ValueError, match="`kind`"):
+        lat.predict_and_measure(dense, dense, "linears", 4)

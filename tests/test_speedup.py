@@ -101,16 +101,3 @@ def test_describe_ratio_reports_no_difference_inside_the_spread():
     assert sp.describe_ratio({"median": 1.02, "low": 0.97, "high": 1.05}).startswith("no measurable difference")
     assert sp.describe_ratio({"median": 0.5, "low": 0.45, "high": 0.55})== "2.00x slower (a speedup of 0.45x to 0.55x)"
 
-
-def test_amdahl_explorer_html_has_its_sliders_points_and_script():
-    pytest.importorskip("IPython")
-    from pruning_lab.book import amdahl_explorer
-
-    html = amdahl_explorer([{"label": "decode <FFN 512>", "f": 0.6, "s": 1.8, "measured": 1.4}], f=0.7).data
-    for key in ("f", "s", "b"):
-        assert f'data-k="{key}"' in html
-    assert 'value="0.7"' in html and "<script>" in html and "amdahl-explorer" in html
-    assert "decode &lt;FFN 512&gt;" in html  # labels are escaped in the legend
-    assert f"predicted {1 / (0.4 + 0.6 / 1.8):.2f}x" in html
-    with pytest.raises(ValueError, match="points"):
-        amdahl_explorer([{"f": 0.5}])

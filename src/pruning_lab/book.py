@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["glue", "Table", "png_bytes", "figure_slider", "amdahl_explorer"]
+__all__ = ["glue", "Table", "png_bytes", "figure_slider", "amdahl_explorer", "quiz"]
 
 
 def glue(name: str, value: Any, display: bool = False) -> Any:
@@ -199,3 +199,71 @@ def amdahl_explorer(points: list[dict], *, f: float = 0.75, s: float = 2.0, meta
             f'from that point\'s f and s (hollow)</div>'
             f'<ol style="margin:0;padding-left:1.5em">{legend}</ol></div><script>{js}</script>')
     return HTML(body)
+
+
+_QUIZ_JS = r"""
+(function () {
+  const root = document.getElementById("%(id)s");
+  root.querySelectorAll("[data-q]").forEach((q) => {
+    const fb = q.querySelector(".quiz-feedback");
+    const show = (ok, text) => {
+      fb.textContent = (ok ? "Right. " : "Not quite. ") + text;
+      fb.style.color = ok ? "#2e7d32" : "#c62828";
+      q.setAttribute("data-answered", ok ? "right" : "wrong");
+    };
+    q.querySelectorAll("input[type=radio]").forEach((r) => r.addEventListener("change", () =>
+      show(r.dataset.ok === "1", r.dataset.why)));
+    const num = q.querySelector("input[type=number]");
+    if (num) q.querySelector("button").addEventListener("click", () => {
+      const v = parseFloat(num.value), want = parseFloat(num.dataset.answer), tol = parseFloat(num.dataset.tol);
+      if (isNaN(v)) { fb.textContent = "Type a number first."; fb.style.color = ""; return; }
+      const ok = Math.abs(v - want) <= tol;
+      show(ok, ok ? num.dataset.why : (v > want ? "Too high. " : "Too low. ") + num.dataset.hint);
+    });
+  });
+})();
+"""
+
+
+def quiz(questions: list[dict], title: str = "Check your understanding"):
+    """A self-grading quiz that needs no kernel: plain HTML inputs and a small script (Chapters 1-8).
+
+    Each question is ``{"q": text, "options": [(text, correct, why), ...]}`` (multiple choice: ``why`` explains
+    the option, and for a wrong one names the misconception it stands for) or ``{"q": text, "answer": number,
+    "tol": absolute tolerance, "why": explanation, "hint": what to reconsider}`` (numeric). Choosing an option or
+    checking a number shows the feedback at once. Returns an ``IPython.display.HTML`` object.
+    """
+    import html
+    import uuid
+
+    from IPython.display import HTML
+
+    if not questions:
+        raise ValueError("`questions` must hold at least one question")
+    uid = f"quiz-{uuid.uuid4().hex[:8]}"
+    parts = [f'<div id="{uid}" class="pl-quiz" style="border:1px solid #8886;border-radius:6px;padding:.6em 1em">',
+             f"<b>{html.escape(title)}</b>"]
+    for i, q in enumerate(questions):
+        if "q" not in q or ("options" in q) == ("answer" in q):
+            raise ValueError(f"`questions[{i}]` needs 'q' and exactly one of 'options' and 'answer'")
+        parts.append(f'<div data-q="{i}" style="margin:.7em 0"><div>{i + 1}. {html.escape(q["q"])}</div>')
+        if "options" in q:
+            opts = q["options"]
+            if sum(bool(ok) for _, ok, _ in opts) != 1:
+                raise ValueError(f"`questions[{i}]`: exactly one option must be correct")
+            for j, (text, ok, why) in enumerate(opts):
+                parts.append(f'<label style="display:block;margin-left:1em"><input type="radio" name="{uid}-{i}" '
+                             f'data-ok="{int(bool(ok))}" data-why="{html.escape(why, quote=True)}"> '
+                             f"{html.escape(text)}</label>")
+        else:
+            for key in ("tol", "why", "hint"):
+                if key not in q:
+                    raise ValueError(f"`questions[{i}]`: a numeric question needs '{key}'")
+            parts.append(f'<div style="margin-left:1em"><input type="number" step="any" style="width:8em" '
+                         f'data-answer="{float(q["answer"])!r}" data-tol="{float(q["tol"])!r}" '
+                         f'data-why="{html.escape(q["why"], quote=True)}" '
+                         f'data-hint="{html.escape(q["hint"], quote=True)}"> <button type="button">Check</button>'
+                         "</div>")
+        parts.append('<div class="quiz-feedback" style="margin-left:1em;min-height:1.2em"></div></div>')
+    parts.append(f"</div><script>{_QUIZ_JS % {'id': uid}}</script>")
+    return HTML("".join(parts))

@@ -30,7 +30,7 @@ from ..speedup import summarize
 from .driver import prunable_linears
 
 __all__ = ["prefill_step", "decode_steps", "sampler", "interleaved", "compare", "time_prefill", "time_decode",
-           "linear_share", "noop_linears", "linears_time"]
+           "linear_share", "noop_linears", "linears_time", "predict_and_measure"]
 
 RANGE = "pruning_lab::prunable_linear"
 HEAD_RANGE = "pruning_lab::lm_head"
@@ -314,3 +314,42 @@ def linears_time(model: nn.Module, tokens: int, *, repeats: int = 5) -> dict:
     order, without the rest of the model: the part Amdahl's ``s`` speaks about. Median and spread, in seconds
     (Chapter 8)."""
     return interleaved([sampler(model, "linears", tokens)], repeats=repeats)[0]
+
+
+def predict_and_measure(dense: nn.Module, fast: nn.Module, kind: str, tokens: int, *, new_tokens: int = 16,
+                        repeats: int = 5) -> dict:
+    """Amdahl's prediction next to the measurement, for one workload (Chapter 8).
+
+    ``dense`` and ``fast`` (e.g. its 2:4 or structured version) run ``kind`` = ``"prefill"`` of ``tokens`` tokens,
+    or ``"decode"`` after a prompt of ``tokens`` (``new_tokens`` timed). Measures, interleaved: ``f`` of the dense
+    model by no-op linears (and by the profiler, ``f_profiler``, or the error text if it fails); ``s``, the speedup
+    of the prunable linears alone (on ``[tokens, d_in]`` for prefill, ``[1, d_in]`` for decoding); the predicted
+    ``amdahl(f, s)``; and the measured end-to-end speedup, as :func:`pruning_lab.speedup.ratio_spread` dicts.
+    """
+    from ..speedup import amdahl, ratio_spread
+
+    if kind not in ("prefill", "decode"):
+        raise ValueError(f"`kind` must be one of ['decode', 'prefill']; got {kind!r}")
+
+    def noop(sample: Callable[[], float]) -> Callable[[], float]:
+        def run() -> float:
+            with noop_linears(dense):
+                return sample()
+        return run
+
+    t_dense, t_noop, t_fast = interleaved(
+        [sampler(dense, kind, tokens, new_tokens=new_tokens), noop(sampler(dense, kind, tokens, new_tokens=new_tokens)),
+         sampler(fast, kind, tokens, new_tokens=new_tokens)], repeats=repeats)
+    f_noop = min(max(1.0 - t_noop["median"] / t_dense["median"], 0.0), 1.0)
+    step = prefill_step(dense, tokens) if kind == "prefill" else decode_steps(dense, tokens, new_tokens)()
+    try:
+        f_prof: float | str = linear_share(dense, step)["f"]
+    except Exception as exc:  # noqa: BLE001 - the profiler is a cross-check here, not a requirement
+        f_prof = f"{type(exc).__name__}: {exc}"[:200]
+    lin_tokens = tokens if kind == "prefill" else 1
+    s_lin = ratio_spread(*interleaved([sampler(m, "linears", lin_tokens) for m in (dense, fast)], repeats=repeats))
+    return {"workload": kind, "tokens": tokens, "new_tokens": new_tokens if kind == "decode" else None,
+            "dense_ms": t_dense["median"] * 1e3, "sparse_ms": t_fast["median"] * 1e3, "noop_ms": t_noop["median"] * 1e3,
+            "f_noop": f_noop, "f_profiler": f_prof, "s_linears": s_lin, "predicted": amdahl(f_noop, s_lin["median"]),
+            "measured": ratio_spread(t_dense, t_fast),
+            "unit": "ms per token" if kind == "decode" else "ms per prefill"}
