@@ -8,22 +8,30 @@ from pruning_lab.digits import DigitsMLP
 from pruning_lab.obd_experiment import (
     CRITERIA,
     analyse_point,
+    compare_seeds,
     coupled_pairs,
+    early_numbers,
     figure_slider,
+    image_loss_changes,
     layer_stats,
+    mean_range,
     Table,
     png_bytes,
     prune_mask,
     rank_correlations,
     relu_rescale,
     rescaling_demo,
+    rescaling_numbers,
+    seed_numbers,
     set_growth,
     single_thread,
     spearman,
     sparsity_sweep,
     train_digits,
+    trained_numbers,
     weight_name,
 )
+import pruning_lab.obd_experiment as ox
 
 
 @pytest.fixture(scope="module")
@@ -237,6 +245,114 @@ def test_rescaling_demo_obd_invariant_magnitude_not():
     assert out["rescaled"]["magnitude"]["layer_fraction"][1] > out["original"]["magnitude"]["layer_fraction"][1]
     with pytest.raises(ValueError, match="sparsity"):
         rescaling_demo(3.0, 0.0)
+
+
+# ------------------------------------------------------------------------------------------------ seeds
+def test_image_loss_changes_average_to_the_data_loss_change(small):
+    model, theta, p = small
+    prune = prune_mask(p, 0.5, "obd")
+    changes = image_loss_changes(model, theta, prune)
+    assert changes.shape == (model.y.numel(),)
+    with torch.no_grad():
+        expected = model.data_loss(theta.masked_fill(prune, 0.0)) - model.data_loss(theta)
+    torch.testing.assert_close(changes.mean(), expected)
+    assert image_loss_changes(model, theta, torch.zeros_like(prune)).abs().max() == 0
+    with pytest.raises(ValueError, match="prune"):
+        image_loss_changes(model, theta, prune[:-1])
+
+
+def test_trained_numbers(small):
+    model, theta, p = small
+    out = trained_numbers(model, p, growth_sparsities=[0.3], sweep_sparsities=[0.5], pairs_k=5)
+    corr = rank_correlations(p)
+    assert out["spearman obd"] == corr["obd"] and out["spearman magnitude"] == corr["magnitude"]
+    growth = set_growth(model, p, [0.3])
+    assert out["growth ratio 0.3"] == pytest.approx(float(growth["actual"][0] / growth["quadratic"][0]))
+    changes = image_loss_changes(model, theta, prune_mask(p, 0.3, "obd"))
+    top2 = float(changes.sort(descending=True).values[:2].sum())
+    assert out["growth top images share 0.3"] == pytest.approx(top2 / float(changes.sum()))
+    assert out["growth ratio without top images 0.3"] == pytest.approx(
+        (float(growth["actual"][0]) - top2 / model.y.numel()) / float(growth["quadratic"][0]))
+    one = trained_numbers(model, p, growth_sparsities=[0.3], sweep_sparsities=[0.5], pairs_k=5, top_images=1)
+    assert one["growth top images share 0.3"] == pytest.approx(float(changes.max() / changes.sum()))
+    sweep = sparsity_sweep(model, p, [0.5])
+    for c in CRITERIA:
+        assert out[f"{c} accuracy 0.5"] == float(sweep[c]["accuracy"][0])
+        assert out[f"{c} layer 2 removed 0.5"] == float(sweep[c]["layer_fraction"][0, 1])
+    assert out["magnitude_per_layer layer 1 removed 0.5"] == pytest.approx(0.5, abs=0.01)
+    with pytest.raises(ValueError, match="sparsities"):
+        trained_numbers(model, p, growth_sparsities=[], sweep_sparsities=[0.5])
+    with pytest.raises(ValueError, match="top_images"):
+        trained_numbers(model, p, growth_sparsities=[0.3], sweep_sparsities=[0.5], top_images=0)
+
+
+def test_early_and_rescaling_numbers(small):
+    model, theta, p = small
+    out = early_numbers(p)
+    assert out["early spearman taylor"] == rank_correlations(p)["taylor"]
+    assert out["early helpful fraction"] == pytest.approx(float((p.actual < 0).double().mean()))
+    demo = {"mag_overlap": 0.8, "original": {"magnitude": {"accuracy": 0.9, "layer_fraction": [0.5, 0.2]},
+                                            "obd": {"accuracy": 0.95, "layer_fraction": [0.5, 0.3]}},
+            "rescaled": {"magnitude": {"accuracy": 0.7, "layer_fraction": [0.4, 0.9]},
+                         "obd": {"accuracy": 0.95, "layer_fraction": [0.5, 0.3]}}}
+    assert rescaling_numbers(demo) == {
+        "rescale magnitude overlap": 0.8, "rescale obd accuracy": 0.95,
+        "rescale magnitude accuracy original": 0.9, "rescale magnitude layer 2 original": 0.2,
+        "rescale magnitude accuracy rescaled": 0.7, "rescale magnitude layer 2 rescaled": 0.9}
+    with pytest.raises(ValueError, match="early"):
+        early_numbers(demo)
+    with pytest.raises(ValueError, match="demo"):
+        rescaling_numbers({"original": {}})
+
+
+def test_seed_numbers_composes_the_three_parts(small, monkeypatch):
+    model, theta, p = small
+    demo = {"mag_overlap": 0.5, "original": {"magnitude": {"accuracy": 0.9, "layer_fraction": [0.5, 0.2]},
+                                            "obd": {"accuracy": 0.95, "layer_fraction": [0.5, 0.3]}},
+            "rescaled": {"magnitude": {"accuracy": 0.7, "layer_fraction": [0.4, 0.9]},
+                         "obd": {"accuracy": 0.95, "layer_fraction": [0.5, 0.3]}}}
+    calls = []
+    monkeypatch.setattr(ox, "train_digits", lambda seed, max_iter: calls.append((seed, max_iter)) or (model, theta))
+    monkeypatch.setattr(ox, "rescaling_demo", lambda alpha, sparsity, seed, max_iter: demo)
+    out = seed_numbers(7, growth_sparsities=[0.3], sweep_sparsities=[0.5], pairs_k=5, early_iter=3)
+    assert calls == [(7, 2000), (7, 3)]
+    expected = trained_numbers(model, p, growth_sparsities=[0.3], sweep_sparsities=[0.5], pairs_k=5)
+    expected.update(early_numbers(p))
+    expected.update(rescaling_numbers(demo))
+    assert out == pytest.approx(expected)
+
+
+def test_compare_seeds_verdicts_match_measured_claims():
+    from pruning_lab.measured import Measured
+
+    m = Measured("unused", folder="/nonexistent")
+    lower = compare_seeds([0.30, 0.27, 0.28], [0.50, 0.44, 0.48], rounding=0.01)
+    assert lower["verdict"] == "lower" and lower["diff"] == pytest.approx(0.19)
+    m.order("a < b", [lower["mean_a"], lower["mean_b"]], lower["tol"])
+    with pytest.raises(AssertionError):
+        m.same("a = b", lower["mean_a"], lower["mean_b"], lower["tol"])
+    # one seed reverses the order: inside the spread
+    same = compare_seeds([0.297, 0.269, 0.285], [0.447, 0.323, 0.284], rounding=0.01)
+    assert same["verdict"] == "no measurable difference"
+    m.same("a = b", same["mean_a"], same["mean_b"], same["tol"])
+    with pytest.raises(AssertionError):
+        m.order("a < b", [same["mean_a"], same["mean_b"]], same["tol"])
+    assert compare_seeds([2.0, 2.1], [1.0, 1.1])["verdict"] == "higher"
+    assert compare_seeds([1.0], [1.005], rounding=0.01)["verdict"] == "no measurable difference"
+    assert compare_seeds([1.0], [1.05], rounding=0.01)["verdict"] == "lower"
+    with pytest.raises(ValueError, match="one value per seed"):
+        compare_seeds([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="rounding"):
+        compare_seeds([1.0], [2.0], rounding=1.5)
+    with pytest.raises(ValueError, match="finite"):
+        compare_seeds([float("nan")], [1.0])
+
+
+def test_mean_range():
+    assert mean_range([0.495, 0.436, 0.481], ".3f") == "0.471 (0.436–0.495)"
+    assert mean_range([2.0]) == "2 (2–2)"
+    with pytest.raises(ValueError, match="values"):
+        mean_range([])
 
 
 # ------------------------------------------------------------------------------------------------ presentation

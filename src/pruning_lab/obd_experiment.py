@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ._validate import check_choice, check_sparsity
@@ -54,6 +55,13 @@ __all__ = [
     "relu_rescale",
     "rescaling_demo",
     "weight_name",
+    "image_loss_changes",
+    "trained_numbers",
+    "rescaling_numbers",
+    "early_numbers",
+    "seed_numbers",
+    "compare_seeds",
+    "mean_range",
     "Table",
     "png_bytes",
     "figure_slider",
@@ -482,6 +490,157 @@ def rescaling_demo(alpha: float = 3.0, sparsity: float = 0.5, *, seed: int = 0,
             "rescaled": summary(rescaled, pruned["rescaled"]),
         }
     return result
+
+
+# ------------------------------------------------------------------------------------------------ seeds
+def image_loss_changes(model: DigitsMLP, theta: Tensor, prune: Tensor) -> Tensor:
+    """``[N]`` change of each training image's cross-entropy when the parameters where ``prune`` is True are
+    zeroed (Chapter 2). Their mean is the change of ``model.data_loss``; a few large entries mean that a few
+    images, pushed across the decision boundary, carry the loss increase."""
+    _check_theta(model, theta)
+    prune = torch.as_tensor(prune)
+    if prune.dtype != torch.bool or prune.shape != theta.shape:
+        raise ValueError(f"`prune` must be a boolean mask of shape {tuple(theta.shape)}; got {prune.dtype} "
+                         f"{tuple(prune.shape)}")
+    with torch.no_grad():
+        before = F.cross_entropy(model.logits(theta), model.y, reduction="none")  # (N,)
+        after = F.cross_entropy(model.logits(theta.masked_fill(prune, 0.0)), model.y, reduction="none")
+    return after - before
+
+
+def _key(s: float) -> str:
+    return f"{s:g}"
+
+
+@_one_thread
+def trained_numbers(model: DigitsMLP, point: PointAnalysis, *, growth_sparsities, sweep_sparsities,
+                    where: Tensor | None = None, pairs_k: int = 300, top_images: int = 2) -> dict[str, float]:
+    """Every number that Chapter 2 compares at a trained minimum, for one network (Chapter 2).
+
+    Keys (``s`` written with ``:g``, e.g. ``"0.7"``): ``"spearman magnitude" / "obd" / "taylor"``
+    (:func:`rank_correlations` over ``where``), ``"h ratio"`` (layer-1 mean ``H_ii`` / layer-2 mean),
+    ``"pairs error sum"`` and ``"pairs error quadratic"`` (median relative errors of OBD's sum and of the
+    quadratic prediction over the ``pairs_k`` most coupled pairs), for each ``s`` of ``growth_sparsities``
+    (sets chosen by OBD, :func:`set_growth`): ``"growth ratio s"`` (actual / quadratic), ``"growth sum over
+    quadratic s"``, ``"growth top images share s"`` (the share of the cross-entropy increase carried by the
+    ``top_images`` images whose cross-entropy rises most, :func:`image_loss_changes`) and ``"growth ratio
+    without top images s"`` (actual minus their contribution, over quadratic); and for each criterion
+    ``c`` and each ``s`` of ``sweep_sparsities`` (:func:`sparsity_sweep`): ``"c accuracy s"``,
+    ``"c layer 1 removed s"``, ``"c layer 2 removed s"``.
+    """
+    _check_point(model, point)
+    growth_values, sweep_values = _check_sparsities(growth_sparsities), _check_sparsities(sweep_sparsities)
+    if isinstance(top_images, bool) or not isinstance(top_images, int) or top_images < 1:
+        raise ValueError(f"`top_images` must be a positive integer; got {top_images!r}")
+    out = {f"spearman {k}": v for k, v in rank_correlations(point, where).items()}
+    stats = layer_stats(point)
+    out["h ratio"] = float(stats["mean_h"][0] / stats["mean_h"][1])
+    pairs = coupled_pairs(model, point, k=pairs_k)
+    out["pairs error sum"] = float((pairs["obd_sum"] / pairs["actual"] - 1).abs().median())
+    out["pairs error quadratic"] = float((pairs["quadratic"] / pairs["actual"] - 1).abs().median())
+    growth = set_growth(model, point, growth_values, criterion="obd")
+    n_images = model.y.numel()
+    for s, q, o, a in zip(growth_values, growth["quadratic"].tolist(), growth["obd_sum"].tolist(),
+                          growth["actual"].tolist()):
+        changes = image_loss_changes(model, point.theta, prune_mask(point, s, "obd"))  # (N,)
+        top = float(torch.topk(changes, min(top_images, n_images)).values.sum())
+        out[f"growth ratio {_key(s)}"] = a / q
+        out[f"growth sum over quadratic {_key(s)}"] = o / q
+        out[f"growth top images share {_key(s)}"] = top / float(changes.sum())
+        out[f"growth ratio without top images {_key(s)}"] = (a - top / n_images) / q
+    for c, res in sparsity_sweep(model, point, sweep_values).items():
+        for i, s in enumerate(sweep_values):
+            out[f"{c} accuracy {_key(s)}"] = float(res["accuracy"][i])
+            for k in range(res["layer_fraction"].shape[1]):
+                out[f"{c} layer {k + 1} removed {_key(s)}"] = float(res["layer_fraction"][i, k])
+    return out
+
+
+def rescaling_numbers(demo: dict) -> dict[str, float]:
+    """The numbers Chapter 2 compares in :func:`rescaling_demo`'s result (Chapter 2): ``"rescale magnitude
+    accuracy original" / "rescaled"``, ``"rescale magnitude layer 2 original" / "rescaled"`` (fraction of the
+    output layer removed), ``"rescale magnitude overlap"`` and ``"rescale obd accuracy"``."""
+    if not isinstance(demo, dict) or not {"original", "rescaled", "mag_overlap"} <= set(demo):
+        raise ValueError("`demo` must be the result of rescaling_demo")
+    out = {"rescale magnitude overlap": float(demo["mag_overlap"]),
+           "rescale obd accuracy": float(demo["original"]["obd"]["accuracy"])}
+    for version in ("original", "rescaled"):
+        out[f"rescale magnitude accuracy {version}"] = float(demo[version]["magnitude"]["accuracy"])
+        out[f"rescale magnitude layer 2 {version}"] = float(demo[version]["magnitude"]["layer_fraction"][1])
+    return out
+
+
+def early_numbers(early: PointAnalysis) -> dict[str, float]:
+    """The numbers Chapter 2 compares at an early, unconverged checkpoint (Chapter 2): ``"early spearman
+    magnitude" / "obd" / "taylor"`` (over all weights) and ``"early helpful fraction"`` (the fraction of
+    weights whose removal lowers the loss)."""
+    if not isinstance(early, PointAnalysis):
+        raise ValueError(f"`early` must be a PointAnalysis; got {type(early).__name__}")
+    out = {f"early spearman {k}": v for k, v in rank_correlations(early).items()}
+    out["early helpful fraction"] = float((early.actual < 0).double().mean())
+    return out
+
+
+def seed_numbers(seed: int, *, growth_sparsities, sweep_sparsities, where: Tensor | None = None,
+                 pairs_k: int = 300, max_iter: int = 2000, early_iter: int = 5, rescale_iter: int = 300,
+                 alpha: float = 3.0, rescale_sparsity: float = 0.5) -> dict[str, float]:
+    """Chapter 2's experiments repeated from another random initialisation ``seed`` (Chapter 2): train to the
+    minimum and analyse (:func:`trained_numbers`), the early checkpoint after ``early_iter`` iterations
+    (:func:`early_numbers`), and the rescaling demo (:func:`rescaling_numbers`). About 30 s on one thread."""
+    model, theta = train_digits(seed, max_iter=max_iter)
+    out = trained_numbers(model, analyse_point(model, theta), growth_sparsities=growth_sparsities,
+                          sweep_sparsities=sweep_sparsities, where=where, pairs_k=pairs_k)
+    out.update(early_numbers(analyse_point(*train_digits(seed, max_iter=early_iter))))
+    out.update(rescaling_numbers(rescaling_demo(alpha, rescale_sparsity, seed=seed, max_iter=rescale_iter)))
+    return out
+
+
+def _floats(values, name: str) -> list[float]:
+    try:
+        out = [float(v) for v in values]
+    except TypeError as exc:
+        raise ValueError(f"`{name}` must be a sequence of numbers, one per seed; got {values!r}") from exc
+    if not out or not all(torch.isfinite(torch.tensor(out))):
+        raise ValueError(f"`{name}` must hold at least one finite number; got {values!r}")
+    return out
+
+
+def compare_seeds(a, b, rounding: float = 0.0) -> dict[str, object]:
+    """Is quantity ``a`` lower than ``b``, higher, or not measurably different? (Chapters 2 and 3)
+
+    ``a`` and ``b`` hold one value per training seed, in the same order (paired: both measured on the same
+    network). With the differences ``d_s = b_s - a_s``, their mean ``m`` and their spread
+    ``max_s |d_s - m|``, the verdict is ``"lower"`` (a < b) or ``"higher"`` when ``|m|`` exceeds both the
+    spread and the rounding margin ``rounding * (|mean a| + |mean b|)``, else ``"no measurable difference"``.
+    A resolved verdict therefore has the same sign on every seed.
+
+    Returns ``mean_a``, ``mean_b``, ``diff`` (m), ``spread``, ``verdict`` and ``tol``: the relative tolerance
+    ``max(spread / (|mean a| + |mean b|), rounding)`` (below 1) under which :meth:`Measured.order` on
+    ``[mean_a, mean_b]`` holds exactly when the verdict is ``"lower"`` and :meth:`Measured.same` exactly when
+    it is ``"no measurable difference"``.
+    """
+    a, b = _floats(a, "a"), _floats(b, "b")
+    if len(a) != len(b):
+        raise ValueError(f"`a` and `b` must have one value per seed each; got {len(a)} and {len(b)}")
+    if not 0 <= rounding < 1:
+        raise ValueError(f"`rounding` must be in [0, 1); got {rounding!r}")
+    d = [y - x for x, y in zip(a, b)]
+    m = sum(d) / len(d)
+    spread = max(abs(x - m) for x in d)
+    mean_a, mean_b = sum(a) / len(a), sum(b) / len(b)
+    scale = abs(mean_a) + abs(mean_b)
+    tol = min(max(spread / scale if scale > 0 else 0.0, rounding), 0.999)
+    resolved = abs(m) > max(spread, rounding * scale)
+    verdict = ("lower" if m > 0 else "higher") if resolved else "no measurable difference"
+    return {"mean_a": mean_a, "mean_b": mean_b, "diff": m, "spread": spread, "verdict": verdict,
+            "tol": max(tol, 1e-12)}
+
+
+def mean_range(values, fmt: str = ".3g") -> str:
+    """``"mean (lowest–highest)"`` of one value per seed, each formatted with ``fmt`` (Chapters 2 and 3):
+    how the book quotes a number next to its spread over training seeds."""
+    v = _floats(values, "values")
+    return f"{format(sum(v) / len(v), fmt)} ({format(min(v), fmt)}–{format(max(v), fmt)})"
 
 
 # ------------------------------------------------------------------------------------------------ presentation

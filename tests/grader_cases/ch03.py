@@ -30,6 +30,7 @@ SOLUTIONS = {
     "ch03.inverse_downdate": _downdate,
     "ch03.sequential_obs": _sequential,
     "ch03.set_cost": lambda w, P, p: float(0.5 * w[p] @ torch.linalg.solve(P[p][:, p], w[p])),
+    "ch03.saliency_ratio": 1 - 0.9**2,
 }
 
 
@@ -167,5 +168,13 @@ MUTANTS = {
         (_set_zeroing, "without compensation"),
         (lambda w, P, p: 2 * SOLUTIONS["ch03.set_cost"](w, P, p), "factor 1/2"),
         (lambda w, P, p: 1 / 0, "ZeroDivisionError"),
+    ],
+    "ch03.saliency_ratio": [
+        (0.1, "rho enters squared"),
+        (0.81, "compensation removes"),
+        (1 / 0.19, "never larger than OBD"),
+        (1.0, "uncoupled"),
+        (0.38, "factor 1/2"),
+        (lambda: 0.19, "function"),
     ],
 }

@@ -300,3 +300,39 @@ register(Checker(
     summary="exact OBS cost of removing a set S: 1/2 w_S^T ([H^-1]_SS)^-1 w_S",
     make_cases=_set_cases, hint=_set_hint,
 ))
+
+
+# ----------------------------------------------------------------------------- 7. derive: what compensation saves
+RHO = 0.9  # the coupling of the two weights in the exercise
+
+
+def _ratio_cases() -> list[Case]:
+    # for H = [[1, rho], [rho, 1]]: 1 / [H^-1]_11 = H_11 - H_12^2 / H_22 = 1 - rho^2, and OBD's curvature is H_11 = 1
+    H = torch.tensor([[1.0, RHO], [RHO, 1.0]], dtype=torch.float64)
+    w = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    ratio = float(ref.obs_saliency(w, torch.linalg.inv(H))[0] / (0.5 * H[0, 0] * w[0] ** 2))
+    return [Case(f"two weights, H = [[1, rho], [rho, 1]] with rho = {RHO:g}: OBS saliency of w1 / OBD saliency",
+                 expected=ratio)]
+
+
+def _ratio_hint(case: Case, got) -> str | None:
+    x = _num(got)
+    if x is None:
+        return None
+    if _near(x, 1 - RHO):
+        return "rho enters squared: 1 / [H^-1]_11 = H_11 - H_12**2 / H_22 = 1 - rho**2."
+    if _near(x, RHO**2):
+        return ("rho**2 is the part of the curvature that compensation removes; the ratio is what is left, "
+                "1 - rho**2.")
+    if _near(x, 1 / (1 - RHO**2)):
+        return "that is OBD over OBS, the inverse: OBS's saliency is never larger than OBD's, so the ratio is <= 1."
+    if _near(x, 1.0):
+        return "the two saliencies are equal only when the weights are uncoupled (rho = 0)."
+    return None
+
+
+register(Checker(
+    name="ch03.saliency_ratio", chapter=3, kind="value",
+    summary=f"derived: OBS saliency / OBD saliency of w1 for two weights with H = [[1, rho], [rho, 1]], rho = {RHO:g}",
+    make_cases=_ratio_cases, hint=_ratio_hint,
+))
