@@ -446,3 +446,126 @@ def test_a_new_method_is_one_small_registered_class(monkeypatch, calib, data):
     monkeypatch.undo()
     with pytest.raises(ValueError, match="method"):
         prune_model(tiny_llama(), "mine", 0.5, progress=False)
+
+
+# ------------------------------------------------------------------ sequential (GPTQ's "true-sequential" order)
+GROUPS = {  # the groups of one block in call order: layers that share an input form one group
+    "llama": [["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"], ["self_attn.o_proj"],
+              ["mlp.gate_proj", "mlp.up_proj"], ["mlp.down_proj"]],
+    "opt": [["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"], ["self_attn.out_proj"], ["fc1"], ["fc2"]],
+}
+
+
+def test_call_groups_follow_the_call_order_and_the_shared_inputs(arch, calib):
+    from pruning_lab.llm.driver import _block0_inputs, _call_groups
+
+    model = BUILDERS[arch]()
+    _, blocks = find_decoder_blocks(model)
+    lins = {name: mod for name, mod in blocks[0].named_modules() if isinstance(mod, nn.Linear)}
+    with torch.no_grad():
+        inps, kw = _block0_inputs(model, blocks, calib, 2)
+        groups = _call_groups(blocks[0], lins, inps, kw, torch.device("cpu"), 2)
+    assert [sorted(g) for g in groups] == [sorted(g) for g in GROUPS[arch]]
+    assert all(g[name] is lins[name] for g in groups for name in g)
+
+
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+def test_sequential_false_is_the_default_bit_for_bit(arch, method, calib):
+    a, b = BUILDERS[arch](), BUILDERS[arch]()
+    ra = prune_model(a, method, 0.5, calibration=calib, progress=False)
+    rb = prune_model(b, method, 0.5, calibration=calib, progress=False, sequential=False)
+    for (name, la), lb in zip(prunable_linears(a).items(), prunable_linears(b).values()):
+        assert torch.equal(la.weight, lb.weight), name
+    assert ra["sequential"] is False and rb["sequential"] is False
+
+
+@pytest.mark.parametrize("method", ["wanda", "sparsegpt"])
+@pytest.mark.parametrize("pattern", ["unstructured", "2:4"])
+def test_sequential_valid_sparsity_differs_and_first_group_equals_default(arch, method, pattern, calib):
+    """Every group is calibrated on the outputs of the groups already pruned: the first group of block 0 (q/k/v,
+    calibrated on the dense block's inputs) is the default's; a later group differs."""
+    nm = None if pattern == "unstructured" else (2, 4)
+    default, seq = BUILDERS[arch](), BUILDERS[arch]()
+    prune_model(default, method, 0.5, pattern, calib, progress=False)
+    report = prune_model(seq, method, 0.5, pattern, calib, progress=False, sequential=True)
+    assert report["sequential"] is True and report["total_sparsity"] == pytest.approx(0.5)
+    if nm is not None:
+        assert report["nm_valid"] is True
+    for name, lin in prunable_linears(seq).items():
+        assert int((lin.weight == 0).sum()) == _expected_zeros(method, lin.weight, 0.5, nm), name
+    assert torch.isfinite(seq(input_ids=calib).logits).all()
+    path, _ = find_decoder_blocks(seq)
+    d, s = prunable_linears(default), prunable_linears(seq)
+    for name in GROUPS[arch][0]:  # q/k/v of block 0: identical
+        assert torch.equal(d[f"{path}.0.{name}"].weight, s[f"{path}.0.{name}"].weight), name
+    later = [f"{path}.0.{name}" for group in GROUPS[arch][1:] for name in group]
+    assert any(not torch.equal(d[k].weight, s[k].weight) for k in later)  # block 0 already differs
+    assert any(not torch.equal(d[k].weight, s[k].weight) for k in d)
+
+
+def test_sequential_statistics_come_from_the_pruned_earlier_groups(calib):
+    """o_proj of block 0 under sequential=True = the per-matrix rule on o_proj's inputs computed by a forward
+    pass through block 0 with its q/k/v already pruned (by hand, on all calibration windows)."""
+    seq, ref = tiny_llama(), tiny_llama()
+    prune_model(seq, "wanda", 0.5, calibration=calib, progress=False, sequential=True)
+    attn_ref, attn_seq = ref.model.layers[0].self_attn, seq.model.layers[0].self_attn
+    with torch.no_grad():
+        for name in ("q_proj", "k_proj", "v_proj"):  # the pruned first group, copied into the dense model
+            getattr(attn_ref, name).weight.copy_(getattr(attn_seq, name).weight)
+    acc = InputNormAccumulator(attn_ref.o_proj.in_features)
+    h = attn_ref.o_proj.register_forward_pre_hook(lambda mod, args: acc.add_batch(args[0]))
+    with torch.no_grad():
+        for i in range(calib.shape[0]):
+            ref(input_ids=calib[i : i + 1])
+    h.remove()
+    expected = wanda_prune(attn_ref.o_proj.weight, acc.sq_norms, 0.5)
+    torch.testing.assert_close(attn_seq.o_proj.weight, expected, rtol=0, atol=0)
+
+
+def test_sequential_runs_one_statistics_pass_per_group(calib):
+    """Per block: one probe of the first batch (the call order), then one pass over all windows per group, each
+    stopping at its group's last linear from the second window on; then one propagate pass."""
+    model = tiny_llama(layers=2)
+    _, blocks = find_decoder_blocks(model)
+    block_calls, down_calls = [0, 0], [0, 0]
+    handles = []
+    for i, block in enumerate(blocks):
+        handles.append(block.register_forward_pre_hook(lambda m, a, i=i: block_calls.__setitem__(i, block_calls[i] + 1)))
+        handles.append(block.mlp.down_proj.register_forward_hook(
+            lambda m, a, o, i=i: down_calls.__setitem__(i, down_calls[i] + 1)))
+    n = calib.shape[0]
+    prune_model(model, "sparsegpt", 0.5, calibration=calib, progress=False, sequential=True)
+    for h in handles:
+        h.remove()
+    # block 0: n capture calls, 1 probe, 4 group passes of n, n propagate; block 1: no propagate
+    assert block_calls == [n + 1 + 4 * n + n, 1 + 4 * n]
+    # down_proj runs on the probe, the first window of each group pass and every propagated window
+    assert down_calls == [1 + 4 + n, 1 + 4]
+
+
+def test_sequential_leaves_an_uncalled_linear_dense_with_a_warning(calib):
+    model = tiny_llama()
+    model.model.layers[1].mlp.unused = nn.Linear(64, 64)  # never called by the block's forward
+    before = model.model.layers[1].mlp.unused.weight.clone()
+    with pytest.warns(RuntimeWarning, match="unused was not called"):
+        prune_model(model, "wanda", 0.5, calibration=calib, progress=False, sequential=True)
+    assert torch.equal(before, model.model.layers[1].mlp.unused.weight)
+    assert (model.model.layers[1].mlp.down_proj.weight == 0).float().mean() == 0.5
+
+
+@pytest.mark.parametrize("bad", [1, 0, "yes", None, 1.0])
+def test_bad_sequential(bad, calib):
+    model = tiny_llama()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="sequential"):
+        prune_model(model, "wanda", 0.5, calibration=calib, progress=False, sequential=bad)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_sequential_is_ignored_by_data_free_methods():
+    a, b = tiny_llama(), tiny_llama()
+    prune_model(a, "magnitude", 0.5, progress=False)
+    report = prune_model(b, "magnitude", 0.5, progress=False, sequential=True)
+    for (name, la), lb in zip(prunable_linears(a).items(), prunable_linears(b).values()):
+        assert torch.equal(la.weight, lb.weight), name
+    assert "sequential" not in report

@@ -14,6 +14,12 @@ The data flow, as in both reference implementations::
            3. propagate pass: run X_b through the *pruned* block: X_{b+1} = block_b'(X_b)
       -> the next block sees the outputs of the already-pruned blocks, so it compensates their error.
 
+``sequential=True`` (GPTQ's "true-sequential" order, Frantar et al. 2023; Chapter 5) splits steps 1 and 2 of each
+block into its groups of linears in call order, layers that share an input forming one group (Llama: q/k/v, o,
+gate/up, down): a fresh statistics pass over all calibration windows before each group, so that every group is
+calibrated on the outputs of the groups already pruned; then step 3 as usual. Every pass still sees all the
+windows before anything it measures is pruned.
+
 Magnitude and random pruning need no data: the driver skips the forward passes for them.
 
 Each method is one small :class:`PruneMethod` subclass, registered by name in :data:`METHOD_CLASSES`; the one
@@ -239,6 +245,13 @@ class _StatsCollector:
         self.seen.clear()
 
 
+class _NoStats:
+    """An accumulator that keeps nothing: :func:`_call_groups` needs only the call order and the sharing."""
+
+    def add_batch(self, x: Tensor) -> None:
+        pass
+
+
 @contextlib.contextmanager
 def _tf32_off():
     """Exact fp32 matmuls on Ampere GPUs, as the reference code sets; restored afterwards."""
@@ -439,13 +452,15 @@ def _parse_pattern(pattern) -> tuple[int, int] | None:
         raise ValueError(msg if msg.startswith("`pattern`") else f"`pattern` {pattern!r} is impossible: {msg}") from None
 
 
-def _check_args(method, sparsity, pattern, blocksize, percdamp, batch_size, wanda_group):
+def _check_args(method, sparsity, pattern, blocksize, percdamp, batch_size, wanda_group, sequential=False):
     """``(method class, sparsity, nm)`` from :func:`prune_model`'s arguments; ValueError naming the first bad one."""
     if not isinstance(method, str) or method not in METHOD_CLASSES:
         raise ValueError(f"`method` must be one of {list(METHOD_CLASSES)}; got {method!r}")
     cls = METHOD_CLASSES[method]
     if wanda_group not in ("row", "layer"):
         raise ValueError(f"`wanda_group` must be one of ['layer', 'row']; got {wanda_group!r}")
+    if not isinstance(sequential, bool):
+        raise ValueError(f"`sequential` must be True or False; got {sequential!r}")
     nm = _parse_pattern(pattern)
     if nm is None:
         sparsity = _check_sparsity_value(sparsity)
@@ -535,6 +550,25 @@ def _stats_pass(rule: PruneMethod, b: int, block, lins, inps: Tensor, kw: dict, 
     return {name: acc for name in lins if (acc := collector.stats(name)) is not None}
 
 
+def _call_groups(block, lins: dict[str, nn.Linear], inps: Tensor, kw: dict, dev, batch_size: int) -> list[dict]:
+    """The linears of ``block`` in groups, in the order the block calls them: layers that receive the very same
+    input tensor form one group (Llama: q/k/v, o, gate/up, down), as :class:`_StatsCollector` decides sharing.
+    Found by one forward of the first batch with accumulators that keep nothing. Linears the block never calls
+    join the last group, whose statistics pass then leaves them dense with a warning (:func:`_prune_block`)."""
+    collector = _StatsCollector(lins, lambda d_in: _NoStats())
+    try:
+        x = inps[:batch_size].to(dev)  # (b, seqlen, hidden)
+        collector.run(block, x, kw[x.shape[0]])
+    finally:
+        collector.remove()
+    groups: dict[str, dict[str, nn.Linear]] = {}  # leader -> {name: linear}, in call order
+    for name in collector.calls:
+        groups.setdefault(collector.leader[name], {})[name] = lins[name]
+    groups = list(groups.values()) or [{}]
+    groups[-1].update({name: lin for name, lin in lins.items() if name not in collector.leader})
+    return groups
+
+
 def _prune_block(rule: PruneMethod, lins: dict[str, nn.Linear], stats: dict, full_name: dict[int, str]) -> None:
     """Step 2: prune the linears of one block. With data, a linear its block never called has no statistics: it
     is left dense, with a RuntimeWarning."""
@@ -564,7 +598,7 @@ def _propagate(b: int, block, inps: Tensor, outs: Tensor, kw: dict, dev, batch_s
 
 
 def _report(model, method: str, pattern, rule: PruneMethod, elapsed: float, times: dict, calibration,
-            batch_size: int) -> dict:
+            batch_size: int, sequential: bool = False) -> dict:
     """:func:`prune_model`'s report: the arguments that mattered and the sparsity measured on the model."""
     nm = rule.cfg.nm
     measured = check_sparsity(model, pattern if nm is not None else None)
@@ -579,7 +613,8 @@ def _report(model, method: str, pattern, rule: PruneMethod, elapsed: float, time
         "seed": rule.cfg.seed,
     }
     if rule.needs_data:
-        report.update(nsamples=int(calibration.shape[0]), seqlen=int(calibration.shape[1]), batch_size=batch_size)
+        report.update(nsamples=int(calibration.shape[0]), seqlen=int(calibration.shape[1]), batch_size=batch_size,
+                      sequential=sequential)
     report.update(rule.report())
     if nm is not None:
         report["nm_valid"] = measured["nm_valid"]
@@ -600,6 +635,7 @@ def prune_model(
     batch_size: int = 1,
     progress: bool = True,
     wanda_group: str = "row",
+    sequential: bool = False,
 ) -> dict:
     """Prune every linear layer in the decoder blocks of ``model`` **in place**; return a report (Chapter 4).
 
@@ -611,20 +647,26 @@ def prune_model(
     of every M consecutive inputs; ``sparsity`` is then fixed at 1 - N/M and the argument is ignored).
     ``wanda_group``: Wanda's comparison group, ``"row"`` (the paper's choice) or ``"layer"`` (the whole matrix;
     Chapter 5's ablation). ``calibration``: LongTensor ``[nsamples, seqlen]`` of token ids, needed by wanda and
-    sparsegpt (ignored by the others, which run no forward pass).
+    sparsegpt (ignored by the others, which run no forward pass). ``sequential``: False (the references' order,
+    every linear of a block calibrated on the dense block) or True (GPTQ's "true-sequential" variant, Chapter 5:
+    the block's groups of linears in call order, q/k/v, o, gate/up, down for Llama, each calibrated by its own
+    statistics pass over all windows through the block as pruned so far); ignored by the data-free methods.
 
     Layer-wise (wanda, sparsegpt): record the inputs of block 0 on the calibration set; then for each block one
     statistics pass (hooks on its linears, ``batch_size`` windows at a time), prune all its linears, and one
-    propagate pass through the PRUNED block, whose outputs feed the next block. Blocks dispatched with
+    propagate pass through the PRUNED block, whose outputs feed the next block (``sequential=True``: one
+    statistics pass per group of linears, each followed by pruning that group). Blocks dispatched with
     ``accelerate`` (``device_map``) are handled one by one on their own device. No gradients; TF32 off during
     the call. Bad arguments raise ``ValueError`` before anything is pruned.
 
     Returns ``{"method", "pattern", "sparsity" (target), "total_sparsity" (measured), "layers": {name:
-    sparsity}, "time_s", "times_s": {"capture", "stats", "prune", "propagate"}, "nsamples", "seqlen", ...}``.
+    sparsity}, "time_s", "times_s": {"capture", "stats", "prune", "propagate"}, "nsamples", "seqlen",
+    "sequential", ...}`` (the last three for wanda and sparsegpt).
     """
     from tqdm.auto import tqdm
 
-    cls, sparsity, nm = _check_args(method, sparsity, pattern, blocksize, percdamp, batch_size, wanda_group)
+    cls, sparsity, nm = _check_args(method, sparsity, pattern, blocksize, percdamp, batch_size, wanda_group,
+                                    sequential)
     blocks, block_linears, full_name = _check_model(model, pattern, nm)
     if cls.needs_data:
         calibration = _check_calibration(calibration, model)
@@ -645,16 +687,24 @@ def prune_model(
                     inps, kwargs_by_b = _block0_inputs(model, blocks, calibration, batch_size)  # X_0
                     outs = torch.empty_like(inps)
             for b in bar:
-                block, lins, stats = blocks[b], block_linears[b], {}
-                if rule.needs_data:  # 1. statistics of X_b, on the block's own device
-                    dev = _block_device(block)
-                    kw = {bs: _to(k, dev) for bs, k in kwargs_by_b.items()}
+                block, lins = blocks[b], block_linears[b]
+                if not rule.needs_data:  # 2. prune every linear of the block; no forward pass
+                    with _timed(times, "prune"):
+                        _prune_block(rule, lins, {}, full_name)
+                    continue
+                dev = _block_device(block)  # the block's own device
+                kw = {bs: _to(k, dev) for bs, k in kwargs_by_b.items()}
+                groups = [lins]  # the references: the whole block at once
+                if sequential:  # true-sequential: q/k/v, then o, then gate/up, then down (Llama)
                     with _timed(times, "stats"):
-                        stats = _stats_pass(rule, b, block, lins, inps, kw, dev, batch_size)
-                with _timed(times, "prune"):  # 2. prune every linear of the block
-                    _prune_block(rule, lins, stats, full_name)
-                    del stats  # frees the statistics (SparseGPT: a d_in x d_in H per group) before step 3
-                if rule.needs_data and b + 1 < len(blocks):  # 3. X_{b+1}: not needed after the last block
+                        groups = _call_groups(block, lins, inps, kw, dev, batch_size)
+                for group in groups:
+                    with _timed(times, "stats"):  # 1. statistics of X_b through the block as pruned so far
+                        stats = _stats_pass(rule, b, block, group, inps, kw, dev, batch_size)
+                    with _timed(times, "prune"):  # 2. prune the group's linears
+                        _prune_block(rule, group, stats, full_name)
+                        del stats  # frees the statistics (SparseGPT: a d_in x d_in H per group) before step 3
+                if b + 1 < len(blocks):  # 3. X_{b+1}: not needed after the last block
                     with _timed(times, "propagate"):
                         inps, outs = _propagate(b, block, inps, outs, kw, dev, batch_size)
     finally:
@@ -662,7 +712,7 @@ def prune_model(
         if was_training:
             model.train()
     elapsed = time.perf_counter() - t_start
-    return _report(model, method, pattern, rule, elapsed, times, calibration, batch_size)
+    return _report(model, method, pattern, rule, elapsed, times, calibration, batch_size, sequential)
 
 
 def check_sparsity(model: nn.Module, pattern: str | None = None) -> dict:
