@@ -83,6 +83,7 @@ book: setup vendor
 execute: setup
 	$(PY) scripts/notebook_setup.py --write
 	PRUNING_LAB_RECORD=1 $(VENV)/bin/jupyter execute --inplace --timeout=900 $(NOTEBOOKS)
+	$(PY) scripts/runtimes.py
 
 # The acceptance runs for other machines (strict nbval with 1 thread, and with AVX2 kernels), which also measure the
 # spread of the rounding-sensitive values: book/data/spread.json, the calibration-seed spread, the appendix's

@@ -1,0 +1,48 @@
+"""Every notebook's recorded execution time is within the book's budget, and the runtime page is up to date."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("runtimes", ROOT / "scripts" / "runtimes.py")
+runtimes = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(runtimes)
+
+
+# Known to be over budget, to be fixed (issue 15): strict, so the marker must go once the notebook is cheaper.
+OVER_BUDGET = {"01_magnitude_random_storage": "469 s when last executed (on a loaded machine); needs fewer windows"}
+
+
+def _params():
+    for p in runtimes.notebooks():
+        marks = [pytest.mark.xfail(strict=True, reason=OVER_BUDGET[p.stem])] if p.stem in OVER_BUDGET else []
+        yield pytest.param(p, id=p.stem, marks=marks)
+
+
+@pytest.mark.parametrize("path", list(_params()))
+def test_notebook_within_budget(path):
+    t = runtimes.notebook_time(path)
+    assert t["untimed"] == 0, f"{path.name}: {t['untimed']} code cells carry no execution time (run make execute)"
+    assert t["seconds"] <= runtimes.BUDGET_S, (
+        f"{path.name} took {t['seconds']:.0f} s when it was last executed, over the budget of "
+        f"{runtimes.BUDGET_S:.0f} s: make it cheaper (fewer windows, smaller sweeps) or split it")
+
+
+def test_runtime_page_is_generated_from_the_notebooks():
+    assert runtimes.PAGE.read_text() == runtimes.table(), "run `.venv/bin/python scripts/runtimes.py`"
+
+
+def test_notebook_time_sums_the_cells(tmp_path):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1"), nbformat.v4.new_code_cell("2"),
+                                         nbformat.v4.new_markdown_cell("x")])
+    nb.cells[0].metadata["execution"] = {"iopub.execute_input": "2026-12-01T10:00:00.000000Z",
+                                         "shell.execute_reply": "2026-12-01T10:00:01.500000Z"}
+    nb.cells[1].metadata["execution"] = {"iopub.execute_input": "2026-12-01T10:00:02Z",
+                                         "shell.execute_reply": "2026-12-01T10:00:04Z"}
+    path = tmp_path / "x.ipynb"
+    nbformat.write(nb, path)
+    t = runtimes.notebook_time(path)
+    assert (t["seconds"], t["cells"], t["untimed"]) == (3.5, 2, 0)
