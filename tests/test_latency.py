@@ -77,19 +77,20 @@ def test_noop_linears_zero_the_outputs_and_restore_the_modules():
 
 
 def test_linear_share_sees_slow_linears():
-    """Make every prunable linear sleep 20 ms: then nearly all of the step's time is theirs."""
+    """Make every prunable linear sleep 50 ms: then most of the step's time is theirs (a margin for a loaded
+    machine, where the rest of the tiny model's forward can take tens of milliseconds)."""
     model = tiny_llama(layers=1)
     share = lat.linear_share(model, lat.prefill_step(model, 8))
     assert 0 < share["f"] < 1 and share["lm_head"] > 0
     assert share["f"] + share["lm_head"] + share["other"] == pytest.approx(1.0)
     assert all(not name.startswith("pruning_lab::") for name, _ in share["ops"])
-    handles = [m.register_forward_hook(lambda *a: time.sleep(0.02)) for m in prunable_linears(model).values()]
+    handles = [m.register_forward_hook(lambda *a: time.sleep(0.05)) for m in prunable_linears(model).values()]
     try:
         slow = lat.linear_share(model, lat.prefill_step(model, 8))
     finally:
         for h in handles:
             h.remove()
-    assert slow["f"] > 0.9 > share["f"]
+    assert slow["f"] > 0.75 and slow["f"] > share["f"]
 
 
 @pytest.mark.parametrize("call, word", [
