@@ -301,16 +301,21 @@ def test_chapter_page_renders_offline(rel_path, request):
     assert not problems, f"{rel_path}:\n" + "\n".join(problems)
 
 
-def test_amdahl_explorer_redraws_without_a_kernel(request):
-    """Chapter 8's explorer (plain HTML sliders + SVG, no widget state): moving its f and s sliders must redraw
-    the curve and print Amdahl's speedup for the new values."""
-    rel_path = "chapters/08_amdahl_speedup.html"
+def _open_page(request, rel_path: str):
+    """``(page, log)`` with the built page ``rel_path`` loaded from the local server (skipped without a build)."""
     if not (HTML_DIR / rel_path).exists():
         _loud_skip(f"no built page {rel_path} (run `make book` first)")
     site_url = request.getfixturevalue("site_url")
     page, log = request.getfixturevalue("page_and_log")
     page.set_default_timeout(PAGE_TIMEOUT_MS)
     page.goto(f"{site_url}/{rel_path}", wait_until="load")
+    return page, log
+
+
+def test_amdahl_explorer_redraws_without_a_kernel(request):
+    """Chapter 8's explorer (plain HTML sliders + SVG, no widget state): moving its f and s sliders must redraw
+    the curve and print Amdahl's speedup for the new values."""
+    page, log = _open_page(request, "chapters/08_amdahl_speedup.html")
     root = page.locator(".amdahl-explorer").first
     out = root.locator("[data-k=out]")
     page.wait_for_function("() => document.querySelector('.amdahl-explorer [data-k=out]').textContent.length > 0")
@@ -330,13 +335,7 @@ def test_amdahl_explorer_redraws_without_a_kernel(request):
 def test_quiz_grades_itself_without_a_kernel(request):
     """Chapter 8's quiz: a wrong option, then the right one, and a wrong then a right number, each changing the
     feedback shown, in the static page."""
-    rel_path = "chapters/08_amdahl_speedup.html"
-    if not (HTML_DIR / rel_path).exists():
-        _loud_skip(f"no built page {rel_path} (run `make book` first)")
-    site_url = request.getfixturevalue("site_url")
-    page, log = request.getfixturevalue("page_and_log")
-    page.set_default_timeout(PAGE_TIMEOUT_MS)
-    page.goto(f"{site_url}/{rel_path}", wait_until="load")
+    page, log = _open_page(request, "chapters/08_amdahl_speedup.html")
     quiz = page.locator(".pl-quiz").first
     mc = quiz.locator("[data-q]").filter(has=page.locator("input[type=radio]")).first
     feedback = mc.locator(".quiz-feedback")
