@@ -26,7 +26,7 @@ export PRUNING_LAB_STRICT := 1
 export MPLCONFIGDIR := $(CURDIR)/$(VENV)/mplconfig
 export PYTHONHASHSEED := 0
 
-.PHONY: help setup lock spread test-latest test-lowest test-colab vendor book test test-unit test-slow test-notebooks test-browser execute clean
+.PHONY: help setup lock spread studies test-latest test-lowest test-colab vendor book test test-unit test-slow test-notebooks test-browser execute clean
 
 help:
 	@echo "make book     build the HTML book into _build/html (sets itself up)"
@@ -36,6 +36,7 @@ help:
 	@echo "make test-slow only the end-to-end pruning run on the embedded LLM (minutes)"
 	@echo "make execute  re-execute every notebook in place and re-record chapters/expected (commit both)"
 	@echo "make spread   measure the rounding-sensitive values on other compute paths (after make execute)"
+	@echo "make studies  Chapter 5's slow LLM studies into book/data/llm_studies.json (about an hour)"
 	@echo "make lock     re-resolve requirements/lock.txt (newest versions); then make execute, test, commit"
 	@echo "make test-lowest  unit tests at the lower bounds of pyproject.toml (uv lowest-direct; not part of make test)"
 	@echo "make test-latest  unit tests in a separate venv with the newest versions (not part of make test)"
@@ -92,6 +93,11 @@ spread: setup
 	bash scripts/spread_runs.sh
 	$(PY) scripts/spread_seeds.py
 	$(PY) scripts/spread.py table
+
+# Chapter 5's studies (seeds, calibration size, context length, OWL), too slow for the notebook: it reads the
+# JSON file this writes (resumable: runs already in the file are skipped; delete it to start over).
+studies: setup
+	$(PY) scripts/llm_studies.py
 
 # The declared lower bounds of pyproject.toml, installed together (uv, lowest-direct), then the unit tests. torch stays
 # at the lock's CPU build (a lower torch is a CUDA download). Not part of `make test` (minutes of installs).

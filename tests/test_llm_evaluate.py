@@ -255,3 +255,36 @@ def test_online_protocols_with_a_fake_dataset(monkeypatch):
         assert bytes(row.tolist()) in long_doc  # only the 300-token document is longer than 64
     assert torch.equal(w, llm_data.c4_calibration(tok, 5, 64, seed=0))
     assert bytes(llm_data.wikitext2_tokens(tok).tolist()) == b"a\n\n\n\nb c"
+
+
+def test_quiet_progress_hides_the_loading_bar_and_restores_the_setting(tmp_path, capsys):
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    from pruning_lab.llm import quiet_progress
+    from pruning_lab.llm.models import _load_pretrained
+
+    cfg = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                      num_attention_heads=2, num_key_value_heads=2)
+    LlamaForCausalLM(cfg).save_pretrained(tmp_path)
+    from transformers import PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, models
+    PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"a": 0, "[UNK]": 1}, unk_token="[UNK]"))
+                            ).save_pretrained(tmp_path)
+    hf_logging.enable_progress_bar()
+    capsys.readouterr()
+    LlamaForCausalLM.from_pretrained(tmp_path)
+    assert "Loading weights" in capsys.readouterr().err  # without it, transformers shows the bar
+    _load_pretrained(tmp_path, dtype=torch.float32)
+    assert "Loading weights" not in capsys.readouterr().err  # the bar would go to stderr
+    assert hf_logging.is_progress_bar_enabled()  # restored afterwards
+    with pytest.raises(RuntimeError):
+        with quiet_progress():
+            assert not hf_logging.is_progress_bar_enabled()
+            raise RuntimeError("restored even when the block fails")
+    assert hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    with quiet_progress():
+        pass
+    assert not hf_logging.is_progress_bar_enabled()  # a disabled setting stays disabled
+    hf_logging.enable_progress_bar()

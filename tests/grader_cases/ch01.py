@@ -33,10 +33,30 @@ SOLUTIONS = {
     "ch01.coo_bytes": lambda shape, nnz, v, i: nnz * (len(shape) * i + v),
     "ch01.csr_bytes": lambda shape, nnz, v, i: nnz * (i + v) + (shape[0] + 1) * i,
     "ch01.break_even_sparsity": _break_even,
+    "ch01.random_norm_removed": lambda s: math.sqrt(s),
 }
 
 
 # ---------------------------------------------------------------------------- plausible wrong answers
+def _norm_magnitude_gaussian(s):
+    """What MAGNITUDE pruning removes from N(0, 1) weights: sqrt(E[w^2; |w| < t]), P(|w| < t) = s."""
+    from statistics import NormalDist
+
+    if s in (0.0, 1.0):
+        return s
+    nd = NormalDist()
+    t = nd.inv_cdf((1 + s) / 2)
+    return math.sqrt(s - 2 * t * nd.pdf(t))
+
+
+def _norm_sampled(s):
+    """A Monte-Carlo estimate on one random matrix instead of the expectation."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(64, 64, generator=g, dtype=torch.float64)
+    removed = torch.rand(w.shape, generator=g, dtype=torch.float64) < s
+    return float((w * removed).norm() / w.norm())
+
+
 def _mag_threshold_le(weight, k):
     if k == 0:
         return torch.ones_like(weight, dtype=torch.bool)
@@ -150,5 +170,15 @@ MUTANTS = {
         (_be_csr_without_pointers, "left out the rows + 1 row pointers"),
         (_be_csr_as_coo, "CSR stores one index per non-zero"),
         (_be_rows_pointers, "rows + 1 row pointers, not rows"),
+    ],
+    "ch01.random_norm_removed": [
+        (lambda s: s, "forgot the square root"),
+        (lambda s: math.sqrt(1 - s), "share of the norm KEPT"),
+        (lambda s: 1 - s, "fraction of weights kept"),
+        (lambda s: s**2, "squares the probability"),
+        (_norm_magnitude_gaussian, "prefers SMALL weights"),
+        (_norm_sampled, "sampled estimate"),
+        (lambda s: 100 * math.sqrt(s), "percentage"),
+        (lambda s: str(math.sqrt(s)), "one number"),
     ],
 }

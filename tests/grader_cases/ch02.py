@@ -11,6 +11,7 @@ SOLUTIONS = {
     "ch02.least_damaging": lambda w, H: int(torch.argmin(0.5 * torch.diagonal(H) * w**2)),
     "ch02.quadratic_delta": lambda w, g, H, p: float(g @ (-w * p) + 0.5 * (-w * p) @ H @ (-w * p)),
     "ch02.w5_cost": 0.5 * 1000 * 0.3**2,
+    "ch02.layer_obd_saliency": lambda W, X: W**2 * (X**2).sum(dim=1),
 }
 
 
@@ -22,6 +23,11 @@ def _obd_inplace(w, h):
 def _taylor_loop_slow(w, g, h):
     time.sleep(10)
     return -g * w + 0.5 * h * w**2
+
+
+def _layer_inplace(W, X):
+    W.pow_(2)
+    return W * (X**2).sum(dim=1)
 
 
 def _quad_inplace(w, g, H, p):
@@ -69,5 +75,18 @@ MUTANTS = {
         (-45.0, "sign"),
         (0.045, "expected 45"),
         (lambda: 45.0, "function"),
+    ],
+    "ch02.layer_obd_saliency": [
+        (lambda W, X: 2 * W**2 * (X**2).sum(dim=1), "cancel"),  # the 1/2 and the 2 of 2 X X^T
+        (lambda W, X: 0.5 * W**2 * (X**2).sum(dim=1), "2 X X^T, not X X^T"),  # Hessian taken as X X^T
+        (lambda W, X: W**2 * (X**2).mean(dim=1), "divided by n"),  # a mean over the examples
+        (lambda W, X: W.abs() * X.norm(dim=1), "Wanda's score"),  # ||X_j|| not squared, |W| not squared
+        (lambda W, X: W.abs() * (X**2).sum(dim=1), "square the weight"),
+        (lambda W, X: W**2 * (X**2).sum(dim=0), "wrong axis"),  # norms over d_in (columns of X)
+        (lambda W, X: W**2 * torch.diagonal(X.T @ X), "diag(X^T X)"),  # H = X^T X, n x n
+        (lambda W, X: 0.5 * W**2, "curvature is missing"),
+        (lambda W, X: (W**2).sum(dim=0) * (X**2).sum(dim=1), "wrong shape"),  # summed over d_out
+        (lambda W, X: (W**2 * (X**2).sum(dim=1)).T, "transposed"),
+        (_layer_inplace, "modified its input `weight`"),
     ],
 }

@@ -1,7 +1,8 @@
 """Checkers for Chapter 1 (magnitude vs random pruning, and what sparsity costs to store).
 
 Expected outputs come from :mod:`pruning_lab.structured` (masks) and :mod:`pruning_lab.storage` (bytes), the
-implementations the chapter teaches.
+implementations the chapter teaches; the expected share of the norm that a random mask removes is the formula
+sqrt(s) derived in the solution of Exercise 6 (Section 1.1).
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 
 from .. import storage as st
 from .. import structured as ref
-from ._core import Case, Checker, register, seeded_generator as _gen
+from ._core import Case, Checker, as_float, register, seeded_generator as _gen
 
 # Worked example of the chapter: small weights with ties at the threshold and large negative weights.
 W_EX = torch.tensor([[0.5, -0.1, 0.1, 2.0], [-0.1, 0.3, 0.1, -3.0]])
@@ -237,4 +238,59 @@ register(Checker(
     name="ch01.break_even_sparsity", chapter=1, kind="function",
     summary="sparsity at which COO or CSR takes as many bytes as dense (above it, the format is smaller)",
     make_cases=_break_even_cases, hint=_break_even_hint, rtol=1e-9, atol=1e-12,
+))
+
+
+# ----------------------------------------------------------------------------- 6. norm removed by a random mask
+# Section 1.1: a uniformly random mask of sparsity s removes each weight with probability s, so
+# E||W - W⊙M||_F^2 = s ||W||_F^2 and the expected share of the norm removed is sqrt(s) (the measurement
+# there: about sqrt(0.5) at 50%).
+_NORM_SPECS = [
+    ("a quarter removed: s = 0.25", 0.25),
+    ("Section 1.1's measurement: s = 0.5", 0.5),
+    ("light pruning: s = 0.1", 0.1),
+    ("s = 0.8", 0.8),
+    ("heavy pruning: s = 0.99", 0.99),
+    ("nothing removed: s = 0", 0.0),
+    ("everything removed: s = 1", 1.0),
+]
+
+
+def _norm_removed_cases() -> list[Case]:
+    return [Case(label, (s,), expected=math.sqrt(s), arg_names=("s",)) for label, s in _NORM_SPECS]
+
+
+def _norm_removed_hint(case: Case, got) -> str | None:
+    (s,) = case.args
+    got = as_float(got)
+    if got is None:
+        return "return one number (a float), the expected share of the norm removed."
+    close = lambda x: math.isclose(got, x, rel_tol=1e-9, abs_tol=1e-12)  # noqa: E731
+    if close(s):
+        return ("that is the share of the SQUARED norm, E||W - W⊙M||^2 / ||W||^2 = s; you forgot the square root "
+                "(the relative error of Section 1.1 is a ratio of norms, not of squared norms).")
+    if close(math.sqrt(1 - s)):
+        return ("that is the share of the norm KEPT, sqrt(||W⊙M||^2 / ||W||^2); the exercise asks for the share "
+                "removed, ||W - W⊙M|| / ||W||.")
+    if close(1 - s):
+        return "1 - s is the fraction of weights kept (the density); the removed weights are the fraction s."
+    if close(s**2):
+        return ("s**2 squares the probability, not the weights: (1 - m_ij)^2 = 1 - m_ij for a 0/1 mask, so each "
+                "squared weight is removed with probability s. Then take the square root.")
+    if close(100 * math.sqrt(s)):
+        return "give a fraction in [0, 1], not a percentage."
+    if abs(got - math.sqrt(s)) < 0.03:
+        return ("close to sqrt(s) but not equal: a sampled estimate? The exercise asks for the exact expectation; "
+                "derive it from E[m_ij] = 1 - s.")
+    if 0 <= got < math.sqrt(s):
+        return ("less than sqrt(s): that is what a mask that prefers SMALL weights removes (magnitude pruning: the "
+                "smallest weights carry less than their share of the norm). A random mask does not look at the "
+                "weights: every weight, large or small, is removed with probability s.")
+    return None
+
+
+register(Checker(
+    name="ch01.random_norm_removed", chapter=1, kind="function",
+    summary="expected share of ||W||_F a uniformly random mask of sparsity s removes: sqrt(s)",
+    make_cases=_norm_removed_cases, hint=_norm_removed_hint, rtol=1e-9, atol=1e-12,
 ))

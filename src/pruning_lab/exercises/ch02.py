@@ -1,11 +1,13 @@
 """Checkers for Chapter 2 (the Taylor expansion and Optimal Brain Damage).
 
-Expected outputs come from :mod:`pruning_lab.saliency`, the implementation the chapter teaches.
+Expected outputs come from :mod:`pruning_lab.saliency`, the implementation the chapter teaches, and, for the
+saliency of one linear layer (Exercise 6), from :mod:`pruning_lab.gauss_newton`.
 """
 from __future__ import annotations
 
 import torch
 
+from .. import gauss_newton as gn
 from .. import saliency as ref
 from ._core import Case, Checker, register, seeded_generator as _gen
 
@@ -219,4 +221,61 @@ register(Checker(
     name="ch02.w5_cost", chapter=2, kind="value",
     summary="OBD's predicted loss increase for pruning w5 = 0.3 when H = diag(1, 1, 1, 1, 1000)",
     make_cases=_w5_cases,
+))
+
+
+# ----------------------------------------------------------------------------- 6. OBD for one linear layer (derived)
+# Worked example: two output rows, three inputs, n = 3 calibration examples (columns of X). X is square on
+# purpose, so that norms over the wrong axis give numbers (not a shape error) and the hint can name the slip.
+W_LAYER_EX = torch.tensor([[1.0, -0.5, 2.0], [0.1, 3.0, -1.0]], dtype=torch.float64)
+X_LAYER_EX = torch.tensor([[1.0, 2.0, 0.0], [0.5, -0.5, 0.5], [3.0, 0.0, -1.0]], dtype=torch.float64)
+
+
+def _layer_cases() -> list[Case]:
+    names = ("weight", "X")
+    cases = [Case("worked example: W [2, 3], X [3, 3] (d_in = 3 inputs, n = 3 examples)", (W_LAYER_EX, X_LAYER_EX),
+                  expected=gn.linear_layer_obd_saliency(W_LAYER_EX, X_LAYER_EX), arg_names=names)]
+    for seed, (d_out, d_in, n), dtype in [(30, (4, 6, 10), torch.float64), (31, (5, 3, 8), torch.float64),
+                                          (32, (3, 7, 7), torch.float32), (33, (1, 5, 2), torch.float64)]:
+        g = _gen(seed)
+        w = torch.randn(d_out, d_in, generator=g, dtype=dtype)
+        x = torch.randn(d_in, n, generator=g, dtype=dtype)
+        x[seed % d_in] *= 10.0  # one outlier feature, as in a language model's activations
+        cases.append(Case(f"random W [{d_out}, {d_in}], X [{d_in}, {n}], {str(dtype).replace('torch.', '')} "
+                          f"(seed {seed})", (w, x), expected=gn.linear_layer_obd_saliency(w, x), arg_names=names))
+    return cases
+
+
+def _layer_hint(case: Case, got) -> str | None:
+    w, x = case.args
+    if not (isinstance(got, torch.Tensor) and got.shape == w.shape and got.dtype == w.dtype):
+        return None
+    rtol = 1e-4 if w.dtype == torch.float32 else 1e-7
+    close = lambda a: torch.allclose(got, a.to(w.dtype), rtol=rtol, atol=1e-9)  # noqa: E731
+    sq_rows, n = x.square().sum(dim=1), x.shape[1]  # (d_in,) ||X_j||^2: row j over the n examples
+    if close(2 * w.square() * sq_rows):
+        return "exactly twice the expected saliency: OBD's 1/2 and the 2 of the Hessian 2 X X^T cancel."
+    if close(0.5 * w.square() * sq_rows):
+        return ("exactly half the expected saliency: the Hessian of ||W X - W' X||^2 for one row is 2 X X^T, not "
+                "X X^T (differentiate the square twice).")
+    if close(w.square() * sq_rows / n):
+        return (f"divided by n = {n}: the objective sums the squared error over the examples, it does not "
+                "average it (a mean would not change the ranking, but it is not this objective's saliency).")
+    if close(w.abs() * sq_rows.sqrt()):
+        return ("that is Wanda's score |W_ij| ||X_j|| (Chapter 5), the SQUARE ROOT of the saliency: OBD predicts "
+                "a loss change, quadratic in the weight.")
+    if close(w.abs() * sq_rows):
+        return "square the weight: the saliency is 1/2 H_jj W_ij^2, with W_ij^2, not |W_ij|."
+    if x.shape[0] == x.shape[1] and close(w.square() * x.square().sum(dim=0)):
+        return ("wrong axis: that is diag(X^T X), an n x n matrix, i.e. norms of the COLUMNS of X. The Hessian of "
+                "row i is 2 X X^T, [d_in, d_in]: ||X_j||^2 sums row j of X (input j) over the n examples, axis 1.")
+    if close(w.square()) or close(0.5 * w.square()):
+        return "the curvature is missing: each W_ij^2 is weighted by [X X^T]_jj = ||X_j||^2."
+    return None
+
+
+register(Checker(
+    name="ch02.layer_obd_saliency", chapter=2, kind="function",
+    summary="OBD saliency [d_out, d_in] of every weight of one linear layer under ||W X - W' X||_F^2, X [d_in, n]",
+    make_cases=_layer_cases, hint=_layer_hint, rtol=1e-5, atol=1e-8,
 ))

@@ -18,7 +18,8 @@ from ..masks import mask_lowest
 from ..nm import nm_mask
 from ._core import Case, Checker, register, seeded_generator as _gen
 
-# Worked problem of the chapter: one output row, six inputs, and the input norms ||X_j||_2.
+# The row of Exercise 1, the checkers' first case (not the worked problem of Section 5.3): one output row, six
+# inputs, and the input norms ||X_j||_2.
 W_EX = torch.tensor([[0.8, 0.05, 1.5, 0.3, 0.01, 0.6]], dtype=torch.float64)
 NORMS_EX = torch.tensor([1.0, 20.0, 0.5, 2.0, 100.0, 0.8], dtype=torch.float64)
 SQ_EX = NORMS_EX**2  # the statistic Wanda accumulates: sum over tokens of x_j^2
@@ -55,11 +56,11 @@ def _close(got, other) -> bool:
             and torch.allclose(got, other, rtol=1e-5, atol=1e-8))
 
 
-# ----------------------------------------------------------------------------- 0. by hand: the worked problem
+# ----------------------------------------------------------------------------- 0. by hand: the row of Exercise 1
 def _kept_cases() -> list[Case]:
     pruned_mag = ~mask_lowest(W_EX.abs(), 0.5, group="row")[0]
     kept_wanda = ref.wanda_prune(W_EX, SQ_EX, 0.5)[0] != 0
-    return [Case("worked problem: W = [0.8, 0.05, 1.5, 0.3, 0.01, 0.6], ||X|| = [1, 20, 0.5, 2, 100, 0.8], 50%",
+    return [Case("the row of Exercise 1: W = [0.8, 0.05, 1.5, 0.3, 0.01, 0.6], ||X|| = [1, 20, 0.5, 2, 100, 0.8], 50%",
                  expected=int((pruned_mag & kept_wanda).sum()))]
 
 
@@ -76,7 +77,7 @@ def _kept_hint(case: Case, got) -> str | None:
 
 register(Checker(
     name="ch05.kept_by_wanda", chapter=5, kind="value",
-    summary="worked problem at 50%: how many of the 3 weights magnitude removes does Wanda keep?",
+    summary="the row of Exercise 1 at 50%: how many of the 3 weights magnitude removes does Wanda keep?",
     make_cases=_kept_cases, hint=_kept_hint,
 ))
 
@@ -87,8 +88,8 @@ def _scores_cases() -> list[Case]:
     w_signs = torch.tensor([[0.8, 0.05, 1.5, 0.3, 0.01, 0.6], [-0.8, 0.05, -1.5, 0.3, -0.01, -0.6]],
                            dtype=torch.float64)
     cases = [
-        Case("worked problem (one row)", (W_EX, SQ_EX), expected=_scores(W_EX, SQ_EX), arg_names=names),
-        Case("worked problem with negative weights", (w_signs, SQ_EX), expected=_scores(w_signs, SQ_EX),
+        Case("the row of Exercise 1", (W_EX, SQ_EX), expected=_scores(W_EX, SQ_EX), arg_names=names),
+        Case("the row of Exercise 1 with negative weights", (w_signs, SQ_EX), expected=_scores(w_signs, SQ_EX),
              arg_names=names),
     ]
     for seed, (d_out, d_in), dtype in [(1, (5, 8), torch.float64), (2, (6, 6), torch.float64),
@@ -139,11 +140,11 @@ def _mask_cases() -> list[Case]:
                            [5.0, -3.0, 4.0, 6.0, -2.0, 3.5]], dtype=torch.float64)
     sq_rows = torch.tensor([4.0, 1.0, 9.0, 1.0, 0.25, 16.0], dtype=torch.float64)
     cases = [
-        Case("worked problem at 50%", (W_EX, SQ_EX, 0.5), expected=ref.wanda_prune(W_EX, SQ_EX, 0.5) != 0,
+        Case("the row of Exercise 1 at 50%", (W_EX, SQ_EX, 0.5), expected=ref.wanda_prune(W_EX, SQ_EX, 0.5) != 0,
              arg_names=names),
         Case("three rows on different scales, 50%", (w_rows, sq_rows, 0.5),
              expected=mask_lowest(_scores(w_rows, sq_rows), 0.5, group="row"), arg_names=names),
-        Case("worked problem at 30%: int(6 * 0.3) = 1 per row", (W_EX, SQ_EX, 0.3),
+        Case("the row of Exercise 1 at 30%: int(6 * 0.3) = 1 per row", (W_EX, SQ_EX, 0.3),
              expected=mask_lowest(_scores(W_EX, SQ_EX), 0.3, group="row"), arg_names=names),
     ]
     w, sq = _layer(11, 6, 8, quantized=True)
@@ -204,7 +205,7 @@ register(Checker(
 # ----------------------------------------------------------------------------- 3. N:M Wanda mask
 def _nm_cases() -> list[Case]:
     names = ("weight", "input_sq_norms", "n", "m")
-    cases = [Case("worked problem + two inputs (row 0) and three more rows, 2:4", (W_EX8_ROWS, SQ_EX8, 2, 4),
+    cases = [Case("the row of Exercise 1 + two inputs (row 0) and three more rows, 2:4", (W_EX8_ROWS, SQ_EX8, 2, 4),
                   expected=ref.wanda_prune(W_EX8_ROWS, SQ_EX8, n=2, m=4) != 0, arg_names=names)]
     for seed, (d_out, d_in), (n, m), dtype in [(21, (4, 16), (2, 4), torch.float64), (22, (3, 16), (4, 8), torch.float32),
                                                (23, (6, 12), (1, 3), torch.float64)]:

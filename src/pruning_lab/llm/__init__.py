@@ -31,15 +31,19 @@ from . import latency, surgery  # noqa: E402  (Chapter 8)
 from .driver import METHODS, check_sparsity, find_decoder_blocks, prunable_linears, prune_model
 from .evaluate import eval_windows, nll_per_window, perplexity
 from .experiment import restore_weights, run_grid, snapshot_weights
-from .models import cache_dir, load_default, load_model
+from .models import cache_dir, load_default, load_model, quiet_progress
+from .protocol import PROTOCOL, Protocol
 
 __all__ = [
     "METHODS",
+    "PROTOCOL",
+    "Protocol",
     "latency",
     "surgery",
     "load_default",
     "load_model",
     "cache_dir",
+    "quiet_progress",
     "prune_model",
     "check_sparsity",
     "find_decoder_blocks",

@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -462,6 +462,14 @@ def _check_args(method, sparsity, pattern, blocksize, percdamp, batch_size, wand
     if not isinstance(sequential, bool):
         raise ValueError(f"`sequential` must be True or False; got {sequential!r}")
     nm = _parse_pattern(pattern)
+    if isinstance(sparsity, (list, tuple)):  # one per decoder block (OWL, Chapter 5); the length is checked later
+        if nm is not None:
+            raise ValueError(f"`pattern` must be 'unstructured' when `sparsity` gives one value per block; "
+                             f"got {pattern!r}")
+        if method == "magnitude_global":
+            raise ValueError("`sparsity`: one value per block is impossible for 'magnitude_global' (one threshold "
+                             "for the whole model); give one number")
+        return cls, [_check_sparsity_value(x, f"sparsity[{i}]") for i, x in enumerate(sparsity)], nm
     if nm is None:
         sparsity = _check_sparsity_value(sparsity)
     else:
@@ -639,6 +647,10 @@ def prune_model(
 ) -> dict:
     """Prune every linear layer in the decoder blocks of ``model`` **in place**; return a report (Chapter 4).
 
+    ``sparsity``: one number for every block, or a list with one number per decoder block (unstructured only;
+    OWL's non-uniform sparsities, Chapter 5, :mod:`pruning_lab.owl`); the report then holds the list as
+    ``"block_sparsities"`` and their mean as ``"sparsity"``.
+
     ``method``: ``"magnitude"`` (smallest |W_ij| per matrix), ``"magnitude_global"`` (one |W| threshold for all
     matrices together), ``"random"`` (seeded), ``"wanda"`` (score |W_ij| ||X_j||_2, per output row; Chapter 5)
     or ``"sparsegpt"`` (OBS with H = 2/n X X^T, blocks of ``blocksize`` columns, ``percdamp`` dampening;
@@ -668,9 +680,11 @@ def prune_model(
     cls, sparsity, nm = _check_args(method, sparsity, pattern, blocksize, percdamp, batch_size, wanda_group,
                                     sequential)
     blocks, block_linears, full_name = _check_model(model, pattern, nm)
+    per_block = _check_per_block(sparsity, len(blocks))
     if cls.needs_data:
         calibration = _check_calibration(calibration, model)
-    rule = cls(PruneConfig(sparsity, nm, blocksize=blocksize, percdamp=percdamp, seed=seed, wanda_group=wanda_group))
+    mean = sum(per_block) / len(per_block) if per_block else sparsity
+    rule = cls(PruneConfig(mean, nm, blocksize=blocksize, percdamp=percdamp, seed=seed, wanda_group=wanda_group))
 
     times = {"capture": 0.0, "stats": 0.0, "prune": 0.0, "propagate": 0.0}
     was_training = model.training
@@ -688,6 +702,8 @@ def prune_model(
                     outs = torch.empty_like(inps)
             for b in bar:
                 block, lins = blocks[b], block_linears[b]
+                if per_block:  # this block's own target
+                    rule.cfg = replace(rule.cfg, sparsity=per_block[b])
                 if not rule.needs_data:  # 2. prune every linear of the block; no forward pass
                     with _timed(times, "prune"):
                         _prune_block(rule, lins, {}, full_name)
@@ -712,7 +728,22 @@ def prune_model(
         if was_training:
             model.train()
     elapsed = time.perf_counter() - t_start
-    return _report(model, method, pattern, rule, elapsed, times, calibration, batch_size, sequential)
+    if per_block:
+        rule.cfg = replace(rule.cfg, sparsity=mean)
+    report = _report(model, method, pattern, rule, elapsed, times, calibration, batch_size, sequential)
+    if per_block:
+        report["block_sparsities"] = list(per_block)
+    return report
+
+
+def _check_per_block(sparsity, n_blocks: int) -> list[float] | None:
+    """The per-block sparsities (a list with one value per decoder block), or None for one number."""
+    if not isinstance(sparsity, list):
+        return None
+    if len(sparsity) != n_blocks:
+        raise ValueError(f"`sparsity` must be one number, or one per decoder block ({n_blocks}); "
+                         f"got {len(sparsity)} values")
+    return sparsity
 
 
 def check_sparsity(model: nn.Module, pattern: str | None = None) -> dict:

