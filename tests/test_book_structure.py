@@ -200,3 +200,19 @@ def test_figures_are_opaque_so_they_read_in_dark_mode(path):
                 image = Image.open(io.BytesIO(base64.b64decode(png))).convert("RGBA")
                 assert image.getchannel("A").getextrema()[0] == 255, \
                     f"{path.name}, code cell {i}: a figure with a transparent background"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_formatting_helpers_and_quiz_sources_are_not_on_the_page(path):
+    """The cell of formatting helpers (``sig``, ...) sits behind a "Show code" toggle; the quiz's source (its
+    answers) is removed from the page, and the quiz comes before the summary."""
+    nb = _read(path)
+    for i, cell in enumerate(_code(nb)):
+        tags = cell.metadata.get("tags", [])
+        if "def sig(" in cell.source:
+            assert "hide-input" in tags, f"{path.name}, code cell {i}: tag the helpers cell hide-input"
+        if "from pruning_lab.book import quiz" in cell.source:
+            assert "remove-input" in tags, f"{path.name}, code cell {i}: the quiz's source shows its answers"
+    heads = [c.source.split("\n", 1)[0] for c in nb.cells if c.cell_type == "markdown"]
+    assert "## Check your understanding" in heads, f"{path.name}: no quiz"
+    assert heads.index("## Check your understanding") < heads.index("## Summary"), path.name
