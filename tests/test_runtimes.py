@@ -10,17 +10,7 @@ runtimes = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(runtimes)
 
 
-# Known to be over budget, to be fixed (issue 15): strict, so the marker must go once the notebook is cheaper.
-OVER_BUDGET = {"01_magnitude_random_storage": "469 s when last executed (on a loaded machine); needs fewer windows"}
-
-
-def _params():
-    for p in runtimes.notebooks():
-        marks = [pytest.mark.xfail(strict=True, reason=OVER_BUDGET[p.stem])] if p.stem in OVER_BUDGET else []
-        yield pytest.param(p, id=p.stem, marks=marks)
-
-
-@pytest.mark.parametrize("path", list(_params()))
+@pytest.mark.parametrize("path", runtimes.notebooks(), ids=lambda p: p.stem)
 def test_notebook_within_budget(path):
     t = runtimes.notebook_time(path)
     assert t["untimed"] == 0, f"{path.name}: {t['untimed']} code cells carry no execution time (run make execute)"
