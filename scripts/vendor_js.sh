@@ -4,6 +4,7 @@
 #   _vendor/widgets/embed-amd.js      @jupyter-widgets/html-manager (renders saved widget state)
 #   _vendor/mathjax/...               MathJax 3 (tex-mml-chtml + lazily loaded components + fonts)
 #   _vendor/fontawesome-fix.js        keeps the theme's FontAwesome from replacing widget icons
+#   _vendor/book.css                  the book's own style: code cells that fit 85 characters
 #   _vendor/widgets/widgets-fix.js    ipywidgets 8 next to MathJax 3; path of the widgets' icon fonts
 # _config.yml points Sphinx at these (html_static_path: ["_vendor"]).
 #
@@ -14,7 +15,7 @@ set -euo pipefail
 REQUIREJS_VERSION="2.3.7"
 HTML_MANAGER_VERSION="1.0.15"
 MATHJAX_VERSION="3.2.2"
-FIXES_VERSION="3"  # bump whenever the fix scripts written below change
+FIXES_VERSION="4"  # bump whenever the fix scripts written below change
 
 # npm's dist.integrity of each pinned tarball (checked after download).
 REQUIREJS_SHA512="DouTG8T1WanGok6Qjg2SXuCMzszOo0eHeH9hDZ5Y4x8Je+9JB38HdTLT4/VA8OaUhBa0JPVHJ0pyBkM1z+pDsw=="
@@ -33,6 +34,7 @@ KEY_FILES=(
   mathjax/tex-mml-chtml.js
   mathjax/output/chtml/fonts/woff-v2/MathJax_Main-Regular.woff
   fontawesome-fix.js
+  book.css
   widgets/widgets-fix.js
 )
 
@@ -126,6 +128,12 @@ cat > "$NEW/fontawesome-fix.js" <<'EOF'
 // Written by scripts/vendor_js.sh: make FontAwesome nest its SVG inside <i> instead of replacing it,
 // so ipywidgets that hold on to their <i> icon elements (Play, icon buttons) keep working.
 window.FontAwesomeConfig = Object.assign({}, window.FontAwesomeConfig, {autoReplaceSvg: "nest"});
+EOF
+
+# Code cells fit 85 characters per line in a 1280-pixel-wide window (the theme's 14 px shows 77).
+cat > "$NEW/book.css" <<'EOF'
+/* Written by scripts/vendor_js.sh: code cells show 85 characters per line at 1280 pixels. */
+div.cell div.highlight pre { font-size: 12.5px; }
 EOF
 
 cat > "$NEW/widgets/widgets-fix.js" <<'EOF'
