@@ -54,6 +54,23 @@ def _expected_zeros(method, w, sparsity, nm):
     return int(w.numel() * sparsity)  # per matrix (SparseGPT: one block of <= 128 columns here)
 
 
+def _count_block_calls(model, method, calib, **kwargs):
+    """Prune ``model`` and count, per decoder block, its forward calls and those of its mlp.down_proj."""
+    _, blocks = find_decoder_blocks(model)
+    block_calls, down_calls = [0] * len(blocks), [0] * len(blocks)
+    handles = []
+    for i, block in enumerate(blocks):
+        handles.append(block.register_forward_pre_hook(lambda m, a, i=i: block_calls.__setitem__(i, block_calls[i] + 1)))
+        handles.append(block.mlp.down_proj.register_forward_hook(
+            lambda m, a, o, i=i: down_calls.__setitem__(i, down_calls[i] + 1)))
+    try:
+        prune_model(model, method, 0.5, calibration=calib, progress=False, **kwargs)
+    finally:
+        for h in handles:
+            h.remove()
+    return block_calls, down_calls
+
+
 @pytest.mark.parametrize("method", ["magnitude", "random", "wanda", "sparsegpt"])
 @pytest.mark.parametrize("pattern", ["unstructured", "2:4", "4:8"])
 def test_exact_sparsity_shapes_finite(arch, method, pattern, calib):
@@ -347,17 +364,8 @@ def test_one_statistics_pass_and_one_propagate_pass_per_block(calib):
     """No extra forward passes: block b runs nsamples times to gather statistics and nsamples times to feed
     block b+1 (the last block only the first); the statistics pass stops before the block's last linear."""
     model = tiny_llama(layers=3)
-    _, blocks = find_decoder_blocks(model)
-    block_calls, down_calls = [0, 0, 0], [0, 0, 0]
-    handles = []
-    for i, block in enumerate(blocks):
-        handles.append(block.register_forward_pre_hook(lambda m, a, i=i: block_calls.__setitem__(i, block_calls[i] + 1)))
-        handles.append(block.mlp.down_proj.register_forward_hook(
-            lambda m, a, o, i=i: down_calls.__setitem__(i, down_calls[i] + 1)))
     n = calib.shape[0]
-    prune_model(model, "wanda", 0.5, calibration=calib, progress=False)
-    for h in handles:
-        h.remove()
+    block_calls, down_calls = _count_block_calls(model, "wanda", calib)
     assert block_calls == [3 * n, 2 * n, n]  # block 0 also sees the capture calls, stopped before it runs
     assert down_calls == [1 + n, 1 + n, 1]  # the statistics pass runs down_proj on the first window only
 
@@ -526,17 +534,8 @@ def test_sequential_runs_one_statistics_pass_per_group(calib):
     """Per block: one probe of the first batch (the call order), then one pass over all windows per group, each
     stopping at its group's last linear from the second window on; then one propagate pass."""
     model = tiny_llama(layers=2)
-    _, blocks = find_decoder_blocks(model)
-    block_calls, down_calls = [0, 0], [0, 0]
-    handles = []
-    for i, block in enumerate(blocks):
-        handles.append(block.register_forward_pre_hook(lambda m, a, i=i: block_calls.__setitem__(i, block_calls[i] + 1)))
-        handles.append(block.mlp.down_proj.register_forward_hook(
-            lambda m, a, o, i=i: down_calls.__setitem__(i, down_calls[i] + 1)))
     n = calib.shape[0]
-    prune_model(model, "sparsegpt", 0.5, calibration=calib, progress=False, sequential=True)
-    for h in handles:
-        h.remove()
+    block_calls, down_calls = _count_block_calls(model, "sparsegpt", calib, sequential=True)
     # block 0: n capture calls, 1 probe, 4 group passes of n, n propagate; block 1: no propagate
     assert block_calls == [n + 1 + 4 * n + n, 1 + 4 * n]
     # down_proj runs on the probe, the first window of each group pass and every propagated window
