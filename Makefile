@@ -36,7 +36,7 @@ help:
 	@echo "make test-slow only the end-to-end pruning run on the embedded LLM (minutes)"
 	@echo "make execute  re-execute every notebook in place and re-record chapters/expected (commit both)"
 	@echo "make spread   measure the rounding-sensitive values on other compute paths (after make execute)"
-	@echo "make studies  Chapter 5's slow LLM studies into book/data/llm_studies.json (about an hour)"
+	@echo "make studies  the slow LLM studies (seeds, N:M, structured...) into src/pruning_lab/data/llm_studies.json"
 	@echo "make lock     re-resolve requirements/lock.txt (newest versions); then make execute, test, commit"
 	@echo "make test-lowest  unit tests at the lower bounds of pyproject.toml (uv lowest-direct; not part of make test)"
 	@echo "make test-latest  unit tests in a separate venv with the newest versions (not part of make test)"
@@ -94,8 +94,9 @@ spread: setup
 	$(PY) scripts/spread_seeds.py
 	$(PY) scripts/spread.py table
 
-# Chapter 5's studies (seeds, calibration size, context length, OWL), too slow for the notebook: it reads the
-# JSON file this writes (resumable: runs already in the file are skipped; delete it to start over).
+# The LLM studies (seeds, calibration size, context length, OWL, N:M patterns, structured surgery), too slow for
+# the notebooks: Chapters 4, 5, 7 and 8 read the JSON file this writes, through pruning_lab.studies (resumable:
+# runs already in the file are skipped; delete it to start over).
 studies: setup
 	$(PY) scripts/llm_studies.py
 
@@ -118,8 +119,11 @@ test-unit: setup
 test-slow: setup
 	$(PYTEST) tests -m slow -q
 
+# Two notebooks at a time (pytest-xdist; --dist loadscope keeps each notebook on one kernel), one thread each: on
+# 2 cores this is faster than one notebook with 2 threads, and it checks the outputs on the 1-thread compute path.
+NBVAL_WORKERS ?= 2
 test-notebooks: setup
-	$(PYTEST) $(NBVAL) -q $(NOTEBOOKS)
+	OMP_NUM_THREADS=1 $(PYTEST) -n $(NBVAL_WORKERS) --dist loadscope $(NBVAL) -q $(NOTEBOOKS)
 
 # A new Colab user: every notebook's setup cell in a fresh venv (torch, transformers, accelerate only), from a
 # wheel of the package; then import, list the checkers, grade one exercise, load the embedded model.

@@ -12,6 +12,10 @@ Everything uses the book's protocol (``pruning_lab.llm.PROTOCOL``) except the on
    chapter computes Wanda's live and quotes SparseGPT's from here (its cost would break the chapter's budget).
 5. **OWL** (Yin et al. 2024): uniform vs outlier-weighted per-block sparsity (M = 5, lambda = 0.08) for Wanda and
    SparseGPT at 50% and 70%, every seed (the outlier ratios come from each seed's calibration windows).
+6. **N:M patterns** (Chapters 4 and 7): Wanda and SparseGPT at 1:2, 2:4, 4:8 and 8:16, every seed; magnitude (no
+   data, one run) at each pattern and at 50% unstructured.
+7. **Structured** (Chapter 8): the four channel/head surgeries of Section 8.4, every seed (the channel scores come
+   from each seed's calibration windows).
 
 Writes ``book/data/llm_studies.json`` (with provenance) after every run, and skips runs already in it, so an
 interrupted run resumes; the slowest runs (the largest calibration sets) come last. About an hour on 2 cores:
@@ -28,17 +32,25 @@ from pathlib import Path
 import torch
 
 from pruning_lab import owl
-from pruning_lab.llm import PROTOCOL, eval_windows, load_default, nll_per_window, prune_model
+from pruning_lab.llm import PROTOCOL, eval_windows, load_default, nll_per_window, prune_model, surgery
 from pruning_lab.llm import restore_weights, snapshot_weights
 from pruning_lab.measured import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "book" / "data" / "llm_studies.json"
+OUT = ROOT / "src" / "pruning_lab" / "data" / "llm_studies.json"  # shipped with the package (Colab reads it)
 METHODS = ("wanda", "sparsegpt")
 CALIB_SIZES = (8, 32, 128)  # windows of PROTOCOL.calib_seqlen tokens
 CONTEXTS = (256, 512, 2048)
 CONTEXT_TOKENS = 8192
 OWL_M, OWL_LAMBDA = 5.0, 0.08
+PATTERNS = ("1:2", "2:4", "4:8", "8:16")
+# Chapter 8's surgeries: name -> (criterion, FFN channels kept, heads kept), each half of the block parameters
+STRUCTURED = {
+    "FFN 512 (activation)": ("activation", 512, None),
+    "FFN 512 (Wanda-style)": ("wanda", 512, None),
+    "FFN 640 + 6 heads (activation)": ("activation", 640, 6),
+    "FFN 640 + 6 heads (Wanda-style)": ("wanda", 640, 6),
+}
 
 
 def window_nll(model, held_out, seqlen: int, windows: int) -> list[float]:
@@ -56,7 +68,7 @@ def main() -> None:
     data.update(protocol=PROTOCOL.describe(), seeds=list(PROTOCOL.seeds), provenance=provenance(),
                 threads=torch.get_num_threads(), owl={"M": OWL_M, "lambda": OWL_LAMBDA},
                 script="scripts/llm_studies.py", calib_sizes=list(CALIB_SIZES), contexts=list(CONTEXTS),
-                context_tokens=CONTEXT_TOKENS)
+                context_tokens=CONTEXT_TOKENS, patterns=list(PATTERNS), structured=list(STRUCTURED))
     runs = data["runs"]
     model, tok = load_default()
     held_out = PROTOCOL.held_out(tok)
@@ -71,8 +83,8 @@ def main() -> None:
         save()
         print(f"{key}: {fields.get('ppl', '')}", flush=True)
 
-    def score(key: str) -> dict:
-        nll = window_nll(model, held_out, PROTOCOL.eval_seqlen, PROTOCOL.eval_windows)
+    def score(key: str, scored=None) -> dict:
+        nll = window_nll(scored or model, held_out, PROTOCOL.eval_seqlen, PROTOCOL.eval_windows)
         return {"window_nll": nll, "ppl": float(torch.tensor(nll).mean().exp())}
 
     if "dense" not in runs:
@@ -134,6 +146,39 @@ def main() -> None:
             fields = score(key)
             fields["prune_s"] = time.perf_counter() - t0
             record(key, **fields)
+    for pattern in ("unstructured",) + PATTERNS:  # study 6: magnitude needs no data (one run each)
+        key = "magnitude 50%" if pattern == "unstructured" else f"magnitude {pattern}"
+        if key not in runs:
+            restore_weights(model, dense)
+            prune_model(model, "magnitude", 0.5, pattern, progress=False)
+            record(key, **score(key))
+    for seed in PROTOCOL.seeds:  # study 6
+        calib = PROTOCOL.calibration(tok, seed=seed)
+        for pattern in PATTERNS:
+            for method in METHODS:
+                key = f"{method} {pattern} seed {seed}"
+                if key in runs:
+                    continue
+                restore_weights(model, dense)
+                t0 = time.perf_counter()
+                report = prune_model(model, method, 0.5, pattern, calibration=calib, progress=False)
+                fields = score(key)
+                fields.update(prune_s=time.perf_counter() - t0, nm_valid=report["nm_valid"])
+                record(key, **fields)
+    restore_weights(model, dense)
+    for seed in PROTOCOL.seeds:  # study 7: structured surgery (a new, smaller model; the dense one is kept)
+        keys = {name: f"structured {name} seed {seed}" for name in STRUCTURED}
+        if all(k in runs for k in keys.values()):
+            continue
+        stats = surgery.channel_scores(model, PROTOCOL.calibration(tok, seed=seed))
+        for name, (crit, ffn_keep, heads_keep) in STRUCTURED.items():
+            if keys[name] in runs:
+                continue
+            small, report = surgery.shrink(model, ffn_keep=ffn_keep, heads_keep=heads_keep,
+                                           scores=surgery.score_units(stats, crit))
+            assert report["params_after"]["blocks"] * 2 == report["params_before"]["blocks"], name
+            record(keys[name], **score(keys[name], scored=small))
+            del small
     for n in CALIB_SIZES:  # study 2, the larger sizes (the slowest runs last)
         if n != PROTOCOL.calib_windows:
             calibration_size(n)

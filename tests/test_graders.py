@@ -98,3 +98,20 @@ def test_unknown_name_and_non_callable():
     with pytest.raises(ValueError, match="name"):
         check("ch02.nope", ref.obd_saliency)
     assert "expected a function" in grade("ch02.obd_saliency", 3.0).message
+
+
+def test_order_can_matter_cases_agree_with_sparsegpt():
+    """The truth of ch04.order_can_matter's cases, measured: some order changes SparseGPT's result exactly when
+    the checker expects True."""
+    from pruning_lab.exercises import ch04
+    from pruning_lab.sparsegpt import sparsegpt_prune
+
+    for case in ch04._order_cases():
+        H, bs = case.args
+        d = H.shape[0]
+        W = torch.randn(6, d, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        orders = ["act", "random"] + [torch.randperm(d, generator=torch.Generator().manual_seed(k)) for k in range(6)]
+        ref_ = sparsegpt_prune(W, H, 0.5, blocksize=bs)
+        differs = any(not torch.allclose(ref_, sparsegpt_prune(W, H, 0.5, blocksize=bs, order=o), rtol=0, atol=1e-12)
+                      for o in orders)
+        assert differs == case.expected, case.label

@@ -80,7 +80,14 @@ def sparsegpt(weight, hessian, sparsity, blocksize, *, lazy=True, group="block",
     return W
 
 
+def order_can_matter(hessian, blocksize):
+    """Section 4.12: the order acts through the updates (off-diagonal H) and through the mask's blocks."""
+    off = hessian - torch.diag(torch.diag(hessian))
+    return bool((off != 0).any()) or hessian.shape[0] > blocksize
+
+
 SOLUTIONS = {
+    "ch04.order_can_matter": order_can_matter,
     "ch04.hessian_from_inputs": hessian,
     "ch04.obs_row": obs_row,
     "ch04.upper_factor": upper_factor,
@@ -140,5 +147,16 @@ MUTANTS = {
         (lambda W, H, s, bs: sparsegpt(W, H, s, bs, update=False), "never updated the others"),
         (lambda W, H, s, bs: sparsegpt(W, H, s, bs, damp=0.0), "dampen H first"),
         (lambda W, H, s, bs: sparsegpt(W, H, s, bs, dead_inputs=False), "dead"),
+    ],
+    "ch04.order_can_matter": [
+        (lambda H, bs: False, "per block of columns"),
+        (lambda H, bs: True, "Every order"),
+        (lambda H, bs: bool((H - torch.diag(torch.diag(H)) != 0).any()), "per block of columns"),
+        (lambda H, bs: H.shape[0] > bs, "correlated"),
+        (lambda H, bs: bool((H - torch.diag(torch.diag(H)) != 0).any()) or H.shape[0] >= bs, "Every order"),
+        (lambda H, bs: bool((H - torch.diag(torch.diag(H))).abs().max() > 0.01) or H.shape[0] > bs,
+         "however small"),
+        (lambda H, bs: bool(torch.diag(H).std() > 0) or H.shape[0] > bs, "Every order"),
+        (lambda H, bs: "yes", "bool"),
     ],
 }

@@ -342,3 +342,75 @@ register(Checker(
     summary="SparseGPT on a small layer (unstructured, percdamp 0.01, adaptive mask per block, lazy updates)",
     make_cases=_sparsegpt_cases, hint=_safe(_sparsegpt_hint), rtol=1e-6, atol=1e-8,
 ))
+
+
+# ----------------------------------------------------------------------------- 7. when can the column order matter?
+# Section 4.12 (predict first): SparseGPT's result depends on the column order through two things only: the updates
+# (a pruned column's error reaches the later columns through the off-diagonal of H^-1, so through U's rows) and
+# the mask's blocks (which columns compete for a block's quota). With H diagonal, U is diagonal and no update
+# reaches another column; with one block (d_in <= blocksize) the mask is the smallest w^2 / U_jj^2 of the whole
+# matrix, a set no permutation changes. So the order can matter iff H has a nonzero off-diagonal entry or
+# d_in > blocksize.
+def _order_case_h(kind: str, d: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    h = torch.rand(d, generator=g, dtype=torch.float64) * 9 + 0.5
+    H = torch.diag(h)
+    if kind == "isotropic":
+        H = 3.0 * torch.eye(d, dtype=torch.float64)
+    elif kind == "one pair":  # inputs 0 and d-1 correlated
+        H[0, d - 1] = H[d - 1, 0] = 0.5 * float((h[0] * h[-1]).sqrt())
+    elif kind == "faint":
+        H[1, 2] = H[2, 1] = 1e-3
+    elif kind == "dense":
+        X = torch.randn(d, 4 * d, generator=g, dtype=torch.float64)
+        H = X @ X.T
+    return H
+
+
+_ORDER_SPECS = [  # label, kind of H, d_in, blocksize, whether the order can matter
+    ("uncorrelated inputs (H diagonal), one block", "diagonal", 8, 128, False),
+    ("H = 3 I, one block", "isotropic", 6, 128, False),
+    ("H diagonal, d_in = blocksize (exactly one block)", "diagonal", 8, 8, False),
+    ("H diagonal, two blocks of 4", "diagonal", 8, 4, True),
+    ("H diagonal, d_in = blocksize + 1", "diagonal", 9, 8, True),
+    ("H = 3 I, two blocks of 3", "isotropic", 6, 3, True),
+    ("one correlated pair (inputs 1 and 8), one block", "one pair", 8, 128, True),
+    ("a faint correlation (H_23 = 1e-3), one block", "faint", 8, 128, True),
+    ("correlated inputs (H = X X^T), one block", "dense", 8, 128, True),
+    ("correlated inputs, blocks of 2", "dense", 8, 2, True),
+]
+
+
+def _order_cases() -> list[Case]:
+    return [Case(label, (_order_case_h(kind, d, seed), bs), expected=truth, arg_names=("hessian", "blocksize"))
+            for seed, (label, kind, d, bs, truth) in enumerate(_ORDER_SPECS)]
+
+
+def _order_hint(case: Case, got) -> str | None:
+    H, bs = case.args
+    if not isinstance(got, bool):
+        return None
+    d = H.shape[0]
+    correlated = bool((H - torch.diag(torch.diag(H))).abs().max() > 0)
+    if got is False and correlated:
+        return ("H has a nonzero off-diagonal entry: those inputs are correlated, so pruning one of them moves the "
+                "other's weights (the update -eps_j U[j, j:] of Section 4.3 reaches every later column with "
+                "U_jk != 0). Which of them the order visits first, and so which one can still compensate, changes "
+                "the result, however small the correlation.")
+    if got is False and d > bs:
+        return (f"d_in = {d} > blocksize = {bs}: the mask is chosen per block of columns (Section 4.4), and the "
+                f"order decides which columns share a block, so which weights compete for the block's quota, "
+                f"even when no update reaches another column.")
+    if got is True and not correlated and d <= bs:
+        return ("with H diagonal, H^-1 and its factor U are diagonal: each pruning step's update touches only its "
+                "own column, so no weight compensates for another. And with one block the mask is the smallest "
+                "w^2 / U_jj^2 over the whole matrix, a set that no permutation of the columns changes. Every order "
+                "gives the same result.")
+    return None
+
+
+register(Checker(
+    name="ch04.order_can_matter", chapter=4, kind="function",
+    summary="whether SparseGPT's column order can change its result: H not diagonal, or d_in > blocksize",
+    make_cases=_order_cases, hint=_safe(_order_hint),
+))
