@@ -16,6 +16,9 @@ Everything uses the book's protocol (``pruning_lab.llm.PROTOCOL``) except the on
    data, one run) at each pattern and at 50% unstructured.
 7. **Structured** (Chapter 8): the four channel/head surgeries of Section 8.4, every seed (the channel scores come
    from each seed's calibration windows).
+8. **Fresh text** (Chapter 1): the dense model, magnitude, and Wanda and SparseGPT (every seed) at 50% scored on
+   old public text (the held-out ``code`` and ``prose``) and on text written for this book in 2026, after the
+   model's release (``fresh_text``), each cut into the protocol's windows.
 
 Writes ``book/data/llm_studies.json`` (with provenance) after every run, and skips runs already in it, so an
 interrupted run resumes; the slowest runs (the largest calibration sets) come last. About an hour on 2 cores:
@@ -26,13 +29,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
 import torch
 
 from pruning_lab import owl
-from pruning_lab.llm import PROTOCOL, eval_windows, load_default, nll_per_window, prune_model, surgery
+from pruning_lab.llm import PROTOCOL, eval_windows, fresh_text, fresh_tokens, held_out_texts, load_default
+from pruning_lab.llm import nll_per_window, prune_model, surgery
 from pruning_lab.llm import restore_weights, snapshot_weights
 from pruning_lab.measured import provenance
 
@@ -68,7 +73,8 @@ def main() -> None:
     data.update(protocol=PROTOCOL.describe(), seeds=list(PROTOCOL.seeds), provenance=provenance(),
                 threads=torch.get_num_threads(), owl={"M": OWL_M, "lambda": OWL_LAMBDA},
                 script="scripts/llm_studies.py", calib_sizes=list(CALIB_SIZES), contexts=list(CONTEXTS),
-                context_tokens=CONTEXT_TOKENS, patterns=list(PATTERNS), structured=list(STRUCTURED))
+                context_tokens=CONTEXT_TOKENS, patterns=list(PATTERNS), structured=list(STRUCTURED),
+                fresh={k: fresh_text()[k] for k in ("commit", "date", "sha256", "sources")})
     runs = data["runs"]
     model, tok = load_default()
     held_out = PROTOCOL.held_out(tok)
@@ -179,6 +185,28 @@ def main() -> None:
             assert report["params_after"]["blocks"] * 2 == report["params_before"]["blocks"], name
             record(keys[name], **score(keys[name], scored=small))
             del small
+    texts = {f"old {k}": v for k, v in held_out_texts(tok).items() if k in ("code", "prose")}
+    texts.update({f"fresh {k}": v for k, v in fresh_tokens(tok).items()})
+
+    def score_texts(key: str) -> None:
+        for name, ids in texts.items():
+            runs[f"{key} on {name}"] = {"window_nll": window_nll(model, ids, PROTOCOL.eval_seqlen,
+                                                                 PROTOCOL.eval_windows)}
+        save()
+        print(key, {n: round(math.exp(sum(runs[f"{key} on {n}"]["window_nll"]) / PROTOCOL.eval_windows), 2)
+                    for n in texts}, flush=True)
+
+    study8 = [("dense", None, None), ("magnitude 50%", "magnitude", None)]
+    study8 += [(f"{m} 50% seed {s}", m, s) for s in PROTOCOL.seeds for m in METHODS]
+    for key, method, seed in study8:  # study 8
+        if f"{key} on fresh prose" in runs:
+            continue
+        restore_weights(model, dense)
+        if method is not None:
+            calib = PROTOCOL.calibration(tok, seed=seed) if seed is not None else None
+            prune_model(model, method, 0.5, calibration=calib, progress=False)
+        score_texts(key)
+    restore_weights(model, dense)
     for n in CALIB_SIZES:  # study 2, the larger sizes (the slowest runs last)
         if n != PROTOCOL.calib_windows:
             calibration_size(n)

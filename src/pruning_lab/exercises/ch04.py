@@ -398,7 +398,7 @@ def _order_hint(case: Case, got) -> str | None:
                 "U_jk != 0). Which of them the order visits first, and so which one can still compensate, changes "
                 "the result, however small the correlation.")
     if got is False and d > bs:
-        return (f"d_in = {d} > blocksize = {bs}: the mask is chosen per block of columns (Section 4.4), and the "
+        return (f"d_in = {d} > blocksize = {bs}: the mask is chosen per block of columns (Section 4.5), and the "
                 f"order decides which columns share a block, so which weights compete for the block's quota, "
                 f"even when no update reaches another column.")
     if got is True and not correlated and d <= bs:

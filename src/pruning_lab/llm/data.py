@@ -70,6 +70,9 @@ __all__ = [
     "HeldOutCorpus",
     "held_out_corpus",
     "held_out_texts",
+    "FRESH_KINDS",
+    "fresh_text",
+    "fresh_tokens",
 ]
 
 #: Standard-library files used as the code part of the corpus (pure Python on 3.9-3.13; missing ones are skipped).
@@ -424,3 +427,24 @@ def wikitext2_tokens(tokenizer: Any) -> Tensor:
     """
     test = _load_dataset("wikitext", "wikitext-2-raw-v1", split="test")
     return _encode(tokenizer, "\n\n".join(test["text"]))
+
+
+FRESH_KINDS = ("code", "prose")
+
+
+def fresh_text() -> dict:
+    """Text written for this book in 2026, after SmolLM2's release, so not in its pretraining data (Chapter 1).
+
+    The snapshot ``pruning_lab/data/fresh_text.json`` (``scripts/fresh_text.py``): ``texts`` maps ``"code"``
+    (modules of this package) and ``"prose"`` (the book's errata appendix as plain text) to strings, next to
+    ``sources``, ``commit``, ``date`` and ``sha256``. The counterparts of the held-out ``code`` and ``prose``."""
+    import json
+    from importlib import resources
+
+    return json.loads((resources.files("pruning_lab") / "data" / "fresh_text.json").read_text())
+
+
+def fresh_tokens(tokenizer: Any) -> dict[str, Tensor]:
+    """``{"code", "prose"}`` -> 1-D LongTensor of the token ids of :func:`fresh_text` (Chapter 1)."""
+    texts = fresh_text()["texts"]
+    return {kind: _encode(tokenizer, texts[kind]) for kind in FRESH_KINDS}
