@@ -101,7 +101,7 @@ def table() -> str:
     if seeds_path.exists():
         seeds = json.loads(seeds_path.read_text())
         lines += ["", f"Calibration seeds {seeds['seeds'][0]}-{seeds['seeds'][-1]} ({seeds['setup']}; "
-                  f"{seeds['threads']} thread{'' if seeds['threads'] == 1 else 's'}, so seed 0 is run t1's):", "",
+                  f"{seeds['threads']} thread{'' if seeds['threads'] == 1 else 's'}):", "",
                   "| configuration | mean perplexity | min | max | range / mean |", "|---|---|---|---|---|"]
         for k, s in seeds["perplexity"].items():
             lines.append(f"| {k} | {s['mean']:.2f} | {s['min']:.2f} | {s['max']:.2f} | {s['rel_range']:.1%} |")

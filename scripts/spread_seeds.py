@@ -1,11 +1,12 @@
 """How much the book's pruned-LLM perplexities move with the calibration sample (the appendix quotes it).
 
-Chapter 4's setup (8 x 256 calibration tokens drawn with ``seed``, the first 8 x 512 held-out tokens), Wanda and
-SparseGPT at 50% unstructured and 2:4, for calibration seeds 0..N-1. Writes ``book/data/seed_spread.json``:
-per configuration the perplexity of every seed, their mean, min and max, and the per-seed ratio Wanda /
-SparseGPT (a paired comparison: both methods see the same calibration windows).
+Read from the LLM studies (``src/pruning_lab/data/llm_studies.json``, ``make studies``), which prune with the
+book's protocol (``PROTOCOL``) for every calibration seed: Wanda and SparseGPT at 50% unstructured and at the N:M
+patterns. Writes ``book/data/seed_spread.json``: per configuration the perplexity of every seed, their mean, min
+and max, and the per-seed ratio Wanda / SparseGPT (a paired comparison: both methods see the same calibration
+windows). No pruning here: the runs are the studies'.
 
-    .venv/bin/python scripts/spread_seeds.py --seeds 5      # about 8 minutes on 2 cores
+    .venv/bin/python scripts/spread_seeds.py
 """
 from __future__ import annotations
 
@@ -14,14 +15,11 @@ import json
 import statistics
 from pathlib import Path
 
-import torch
-
-from pruning_lab.llm import calibration_windows, eval_tokens, load_default, run_grid
-from pruning_lab.measured import provenance
+from pruning_lab.llm import PROTOCOL
+from pruning_lab.studies import load
 
 ROOT = Path(__file__).resolve().parents[1]
-CALIB, CALIB_LEN, EVAL, EVAL_LEN = 8, 256, 8, 512  # Chapter 4, Section 4.9
-RUNS = [dict(method=m, pattern=p, sparsity=0.5) for p in ["unstructured", "2:4"] for m in ["wanda", "sparsegpt"]]
+PATTERNS = ["unstructured", "8:16", "4:8", "2:4", "1:2"]
 
 
 def summary(values: list[float]) -> dict:
@@ -29,27 +27,25 @@ def summary(values: list[float]) -> dict:
             "rel_range": (max(values) - min(values)) / statistics.fmean(values)}
 
 
+def key(method: str, pattern: str) -> str:
+    if pattern == "unstructured":
+        return f"{method} 50% calib {PROTOCOL.calib_windows} seed {{seed}}"
+    return f"{method} {pattern} seed {{seed}}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--out", type=Path, default=ROOT / "book" / "data" / "seed_spread.json")
     args = ap.parse_args()
-    model, tok = load_default()
-    held_out = eval_tokens(tok)
-    ppl: dict[str, list[float]] = {}
-    for seed in range(args.seeds):
-        calib = calibration_windows(tok, CALIB, CALIB_LEN, seed=seed)
-        grid = run_grid(model, RUNS, eval_tokens=held_out, seqlen=EVAL_LEN, calibration=calib, max_windows=EVAL,
-                        dense=False)
-        for row in grid:
-            ppl.setdefault(f"{row['method']} {row['pattern']}", []).append(row["perplexity"])
-            print(f"seed {seed}: {row['method']:>9} {row['pattern']:<12} {row['perplexity']:.3f}", flush=True)
-    out = {"setup": f"Chapter 4: {CALIB} x {CALIB_LEN} calibration tokens (seeded), {EVAL} x {EVAL_LEN} held-out",
-           "seeds": list(range(args.seeds)), "provenance": provenance(), "threads": torch.get_num_threads(),
+    s = load()
+    ppl = {f"{m} {p}": s.seed_ppls(key(m, p)) for p in PATTERNS for m in ("wanda", "sparsegpt")}
+    seeds = s.seeds_of(*(key(m, p) for p in PATTERNS for m in ("wanda", "sparsegpt")))
+    assert all(len(v) == len(seeds) for v in ppl.values()), "every configuration needs every seed"
+    out = {"setup": f"the book's protocol: {PROTOCOL.describe()}; from the LLM studies",
+           "seeds": seeds, "provenance": s.provenance, "threads": int(s.meta["threads"]),
            "perplexity": {k: summary(v) for k, v in ppl.items()},
-           "wanda_over_sparsegpt": {p: summary([w / s for w, s in zip(ppl[f"wanda {p}"], ppl[f"sparsegpt {p}"])])
-                                    for p in ["unstructured", "2:4"]}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+           "wanda_over_sparsegpt": {p: summary([w / g for w, g in zip(ppl[f"wanda {p}"], ppl[f"sparsegpt {p}"])])
+                                    for p in PATTERNS}}
     args.out.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {args.out.relative_to(ROOT)}")
 
