@@ -9,7 +9,7 @@ Everything uses the book's protocol (``pruning_lab.llm.PROTOCOL``) except the on
 3. **Context length**: the dense model and the seed-0 models of study 1 scored on the same 8,192 held-out tokens
    cut into windows of 256, 512 and 2,048 tokens.
 4. **Sequential**: Wanda and SparseGPT with ``sequential=True`` (GPTQ's true-sequential order), seed 0; the
-   chapter computes Wanda's live and quotes SparseGPT's from here (its cost would break the chapter's budget).
+   chapter quotes both from here (their cost would break the chapter's budget).
 5. **OWL** (Yin et al. 2024): uniform vs outlier-weighted per-block sparsity (M = 5, lambda = 0.08) for Wanda and
    SparseGPT at 50% and 70%, every seed (the outlier ratios come from each seed's calibration windows).
 6. **N:M patterns** (Chapters 4 and 7): Wanda and SparseGPT at 1:2, 2:4, 4:8 and 8:16, every seed; magnitude (no
