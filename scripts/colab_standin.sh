@@ -90,6 +90,14 @@ print(f"pruning_lab {pruning_lab.__version__} from {where.parent}")
 names = available()
 print(f"{len(names)} checkers, chapters {sorted({n[:4] for n in names})}")
 assert check("ch02.obd_saliency", lambda w, h: 0.5 * h * w**2) is True
+# the data the chapters read ship in the wheel (no repository checkout in Colab)
+from pruning_lab.studies import load as load_studies
+from pruning_lab.llm import fresh_text
+
+studies = load_studies()
+print(f"studies file: {len(studies.runs)} runs, seeds {studies.seeds}")
+assert studies.compare("sparsegpt 2:4 seed {seed}", "wanda 2:4 seed {seed}")["verdict"] == "lower"
+assert set(fresh_text()["texts"]) == {"code", "prose"}
 
 from pruning_lab.llm import cache_dir, eval_tokens, held_out_texts, load_default, perplexity
 
