@@ -16,7 +16,7 @@ import statistics
 from pathlib import Path
 
 from pruning_lab.llm import PROTOCOL
-from pruning_lab.studies import load
+from pruning_lab.studies import load, run_key
 
 ROOT = Path(__file__).resolve().parents[1]
 PATTERNS = ["unstructured", "8:16", "4:8", "2:4", "1:2"]
@@ -27,19 +27,13 @@ def summary(values: list[float]) -> dict:
             "rel_range": (max(values) - min(values)) / statistics.fmean(values)}
 
 
-def key(method: str, pattern: str) -> str:
-    if pattern == "unstructured":
-        return f"{method} 50% calib {PROTOCOL.calib_windows} seed {{seed}}"
-    return f"{method} {pattern} seed {{seed}}"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=ROOT / "book" / "data" / "seed_spread.json")
     args = ap.parse_args()
     s = load()
-    ppl = {f"{m} {p}": s.seed_ppls(key(m, p)) for p in PATTERNS for m in ("wanda", "sparsegpt")}
-    seeds = s.seeds_of(*(key(m, p) for p in PATTERNS for m in ("wanda", "sparsegpt")))
+    ppl = {f"{m} {p}": s.seed_ppls(run_key(m, p)) for p in PATTERNS for m in ("wanda", "sparsegpt")}
+    seeds = s.seeds_of(*(run_key(m, p) for p in PATTERNS for m in ("wanda", "sparsegpt")))
     assert all(len(v) == len(seeds) for v in ppl.values()), "every configuration needs every seed"
     out = {"setup": f"the book's protocol: {PROTOCOL.describe()}; from the LLM studies",
            "seeds": seeds, "provenance": s.provenance, "threads": int(s.meta["threads"]),

@@ -84,3 +84,12 @@ def test_reading_does_not_change_the_runs(tmp_path):
     s.compare("a seed {seed}", "b seed {seed}")
     s.seed_ppls("a seed {seed}")
     assert json.dumps(s.runs, sort_keys=True) == before
+
+
+def test_run_key_names_the_studies_runs():
+    s = studies.load()
+    for method in ("wanda", "sparsegpt"):
+        for pattern in ("unstructured", "1:2", "2:4", "4:8", "8:16"):
+            assert s.seeds_of(studies.run_key(method, pattern)) == [0, 1, 2], (method, pattern)
+    for pattern in ("unstructured", "2:4"):
+        assert studies.run_key("magnitude", pattern) in s

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pruning_lab import paired
 
-__all__ = ["Studies", "load", "DATA_FILE"]
+__all__ = ["Studies", "load", "run_key", "DATA_FILE"]
 
 DATA_FILE = "llm_studies.json"
 
@@ -78,6 +78,18 @@ class Studies:
         d = paired.paired_differences(self.over_seeds(key_a, seeds), self.over_seeds(key_b, seeds))
         boot = paired.paired_bootstrap(d, n_boot=n_boot)
         return {**boot, "verdict": paired.verdict(boot), "ratio": paired.ppl_ratio(boot)}
+
+
+def run_key(method: str, pattern: str = "unstructured") -> str:
+    """The studies' name of a 50% run with the protocol's calibration size (Chapters 4, 7): ``"{seed}"`` stands
+    for the calibration seed, except for magnitude, which uses no data (one run)."""
+    from pruning_lab.llm.protocol import PROTOCOL
+
+    if method == "magnitude":
+        return "magnitude 50%" if pattern == "unstructured" else f"magnitude {pattern}"
+    if pattern == "unstructured":
+        return f"{method} 50% calib {PROTOCOL.calib_windows} seed {{seed}}"
+    return f"{method} {pattern} seed {{seed}}"
 
 
 def load(path: str | Path | None = None) -> Studies:
